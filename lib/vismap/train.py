@@ -1,0 +1,185 @@
+"""Training: the plain gradient-descent loop the course teaches, and ``make train``.
+
+The loop is notebook 02's subject: draw a mini-batch, compute the loss, take its gradient with
+autograd, step the parameters against it, ``theta <- theta - lr * grad`` (here with Adam's
+per-parameter step sizes and a one-cycle learning-rate schedule).
+
+``python -m vismap.train`` retrains every checkpoint in ``data/`` from scratch and rewrites
+``data/MANIFEST.json`` with, for each file, the command that made it, its seeds, its held-out
+accuracy, its training time and its sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data, models
+
+__all__ = ["fit", "accuracy", "fold_batchnorm", "train_shapes_model", "main", "RECIPES",
+           "TRAIN_SEED", "HELDOUT_SEED"]
+
+TRAIN_SEED = 1  # seed of the training images
+HELDOUT_SEED = 20_191_018  # seed of the held-out images; never used for training
+
+# name -> how it is trained (training images, optimiser steps, batch size, peak learning rate)
+RECIPES: dict[str, dict] = {
+    "shapes-cnn": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
+    "shapes-gap": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
+    "shapes-allconv": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
+}
+
+
+def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int,
+        batch_size: int = 32, lr: float = 3e-3, seed: int = 0, progress: bool = True,
+        desc: str = "train") -> list[float]:
+    """Train ``model`` to classify ``images (n, C, H, W)`` as ``labels (n,)``, in place.
+
+    Each step draws a random mini-batch (from a generator seeded with ``seed``), computes the
+    cross-entropy loss, back-propagates and takes one Adam step; the learning rate follows a
+    one-cycle schedule peaking at ``lr``. The model is left in eval mode.
+
+    Returns:
+        The loss of every step.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images and labels differ in length: {images.shape[0]} images, "
+                         f"{labels.shape[0]} labels")
+    torch.manual_seed(seed)  # weight-independent randomness (dropout)
+    batches = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps,
+                                                   pct_start=0.2)
+    losses = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
+    for _ in bar:
+        idx = torch.randint(0, len(images), (batch_size,), generator=batches)
+        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 500) -> float:
+    """Fraction of ``images`` whose highest score is their label (model put in eval mode)."""
+    model.eval()
+    correct = sum((model(images[k:k + batch_size]).argmax(1) == labels[k:k + batch_size]).sum()
+                  .item() for k in range(0, len(images), batch_size))
+    return correct / len(images)
+
+
+@torch.no_grad()
+def fold_batchnorm(trained: models.ShapesNet, name: str) -> models.ShapesNet:
+    """Fold the batch norms of a model trained with ``batchnorm=True`` into its weights.
+
+    In eval mode a batch norm is a fixed affine map per channel, ``y = g (x - m) / s + b`` with
+    ``s = sqrt(var + eps)``, so ``bn(conv(x))`` is one convolution (or linear layer) with
+    weights ``W g / s`` and bias ``(c - m) g / s + b``. The result is the plain architecture
+    ``name`` (conv/ReLU/pool/linear only, as the explanation papers assume) computing the same
+    function.
+    """
+    plain = models.ARCHITECTURES[name]()
+    weighted = (nn.Conv2d, nn.Linear)
+    for part in ("features", "classifier"):
+        layers = list(trained.get_submodule(part).modules())
+        pairs = [(m, layers[i + 1] if i + 1 < len(layers)
+                  and isinstance(layers[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d)) else None)
+                 for i, m in enumerate(layers) if isinstance(m, weighted)]
+        targets = [m for m in plain.get_submodule(part).modules() if isinstance(m, weighted)]
+        if len(targets) != len(pairs):
+            raise ValueError(f"{name}.{part} has {len(targets)} weighted layers, the trained "
+                             f"model {len(pairs)}")
+        for target, (layer, bn) in zip(targets, pairs):
+            weight, bias = layer.weight.clone(), layer.bias.clone()
+            if bn is not None:
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+                bias = (bias - bn.running_mean) * scale + bn.bias
+            target.weight.copy_(weight)
+            target.bias.copy_(bias)
+    return plain.eval()
+
+
+def train_shapes_model(name: str, *, seed: int = 0, progress: bool = True,
+                       **recipe) -> tuple[models.ShapesNet, dict]:
+    """Train the course model ``name`` from scratch by its recipe (:data:`RECIPES`).
+
+    It trains the batch-normalised variant of the architecture on ``make_shapes(n_train,
+    TRAIN_SEED)``, folds the batch norms away (:func:`fold_batchnorm`) and measures accuracy on
+    2,000 held-out images ``make_shapes(2000, HELDOUT_SEED)``.
+
+    Returns:
+        ``(model, record)``: the eval-mode plain model and what the manifest records of it.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(RECIPES)}")
+    recipe = {**RECIPES[name], **recipe}
+    train = data.make_shapes(recipe["n_train"], seed=TRAIN_SEED)
+    heldout = data.make_shapes(2000, seed=HELDOUT_SEED)
+    torch.manual_seed(seed)
+    net = models.ARCHITECTURES[name](batchnorm=True)
+    start = time.perf_counter()
+    losses = fit(net, train.images, train.labels, steps=recipe["steps"],
+                 batch_size=recipe["batch_size"], lr=recipe["lr"], seed=seed,
+                 progress=progress, desc=name)
+    seconds = time.perf_counter() - start
+    model = fold_batchnorm(net, name)
+    record = dict(
+        model=name, seed=seed, train_seed=TRAIN_SEED, heldout_seed=HELDOUT_SEED,
+        heldout_images=len(heldout), accuracy=round(accuracy(model, heldout.images,
+                                                             heldout.labels), 4),
+        final_loss=round(sum(losses[-50:]) / len(losses[-50:]), 4),
+        train_seconds=round(seconds, 1), **recipe)
+    return model, record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vismap.train [--only NAME ...] [--out DIR]``: retrain and rewrite the
+    manifest (entries of models not retrained are kept)."""
+    parser = argparse.ArgumentParser(prog="python -m vismap.train", description=main.__doc__)
+    parser.add_argument("--only", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--out", type=Path, default=models.data_dir())
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest_path = args.out / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    files = manifest.setdefault("files", {})
+    for name in args.only:
+        model, record = train_shapes_model(name, seed=args.seed)
+        path = args.out / f"{name}.pt"
+        torch.save(model.state_dict(), path)
+        record.update(
+            command=f"python -m vismap.train --only {name} --seed {args.seed}",
+            sha256=models.sha256(path), bytes=path.stat().st_size,
+            torch=torch.__version__, machine=f"{platform.machine()}, "
+                                             f"{torch.get_num_threads()} threads")
+        files[path.name] = record
+        print(f"{name}: held-out accuracy {record['accuracy']:.2%}, "
+              f"trained in {record['train_seconds']} s, {record['bytes'] / 1e6:.2f} MB")
+    manifest["about"] = ("Checkpoints of the course's models. Every file is remade by its "
+                         "`command` (or all of them by `make train`); `sha256` is checked by "
+                         "vismap.models.load_pretrained.")
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

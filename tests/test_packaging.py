@@ -1,0 +1,65 @@
+"""The environment files agree; notebooks are committed clean and carry their teaching parts."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda package name -> PyPI name
+
+
+def _pyproject_requirements() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return {r.replace(" ", "") for r in reqs}
+
+
+def _environment_requirements() -> set[str]:
+    reqs = set()
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        m = re.match(r"^\s+- ([A-Za-z][\w.-]*)([<>=!~].*)?$", line)
+        if m and m.group(1) not in ("python", "pip"):
+            name = CONDA_NAMES.get(m.group(1), m.group(1))
+            reqs.add(name + (m.group(2) or "").replace(" ", ""))
+    return reqs
+
+
+def test_environment_yml_matches_pyproject():
+    assert _environment_requirements() == _pyproject_requirements()
+
+
+def test_no_upper_pins():
+    for req in _pyproject_requirements():
+        assert "<" not in req and "==" not in req, req
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS][:3] == ["00", "01", "02"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_teaches(path):
+    nb = json.loads(path.read_text())
+    text = {"markdown": "", "code": ""}
+    for cell in nb["cells"]:
+        text[cell["cell_type"]] += "".join(cell["source"]) + "\n"
+    assert text["markdown"].lstrip().startswith("#"), "starts with a title"
+    assert "import vismap" in text["code"]
+    if not path.name.startswith("00"):
+        assert "$" in text["markdown"], "derives its idea in LaTeX"
+        assert "## Exercises" in text["markdown"] and "## Summary" in text["markdown"]
+    assert re.search(r"^\s*assert ", text["code"], re.M), "asserts its claim"
