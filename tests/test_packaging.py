@@ -19,7 +19,8 @@ def _pyproject_requirements() -> set[str]:
 
 def _environment_requirements() -> set[str]:
     reqs = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
         m = re.match(r"^\s+- ([A-Za-z][\w.-]*)([<>=!~].*)?$", line)
         if m and m.group(1) not in ("python", "pip"):
             name = CONDA_NAMES.get(m.group(1), m.group(1))

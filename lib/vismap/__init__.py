@@ -11,7 +11,16 @@ The library behind the course's notebooks:
     >>> model = vm.models.load_pretrained("shapes-gap")
 """
 
-from . import data, models, train
+import importlib
+
+from . import data, models
 
 __all__ = ["data", "models", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that `python -m vismap.train` does not import it twice.
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'vismap' has no attribute {name!r}")

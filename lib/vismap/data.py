@@ -89,7 +89,7 @@ def _heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _dsprites_heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     # The classic algebraic heart (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, scaled into the unit disk.
-    x, y = u * 1.25, -v * 1.25 + 0.1
+    x, y = u * 1.3, -v * 1.3 + 0.2
     return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
 
 

@@ -32,7 +32,7 @@ HELDOUT_SEED = 20_191_018  # seed of the held-out images; never used for trainin
 
 # name -> how it is trained (training images, optimiser steps, batch size, peak learning rate)
 RECIPES: dict[str, dict] = {
-    "shapes-cnn": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
+    "shapes-cnn": dict(n_train=32_768, steps=3_000, batch_size=32, lr=3e-3),
     "shapes-gap": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
     "shapes-allconv": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
 }
