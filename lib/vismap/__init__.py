@@ -4,7 +4,8 @@ The library behind the course's notebooks:
 
 * :mod:`vismap.data` - procedural data with ground truth (Shapes scenes, dSprites sprites);
 * :mod:`vismap.models` - the course's small CNNs and their shipped checkpoints;
-* :mod:`vismap.train` - the plain training loop, and ``python -m vismap.train``.
+* :mod:`vismap.train` - the plain training loop, and ``python -m vismap.train``;
+* :mod:`vismap.explain` - the explanation methods.
 
     >>> import vismap as vm
     >>> shapes = vm.data.make_shapes(8, seed=0)
@@ -15,7 +16,7 @@ import importlib
 
 from . import data, models
 
-__all__ = ["data", "models", "train"]
+__all__ = ["data", "models", "train", "explain"]
 __version__ = "0.1.0"
 
 

@@ -1,0 +1,196 @@
+"""The machinery every explanation method shares: targets, layers, inputs, hooks, ReLU rules.
+
+Vocabulary (used everywhere in vismap):
+
+* **target** - what is explained: an int (one class for the whole batch), a LongTensor or list
+  with one class per sample, or a callable mapping the model's output to one score per sample.
+* **layer** - where we look: a module of the model or its dotted name (``"features.9"``).
+* **score** - the scalar per sample that is differentiated, ``y^c``.
+* **map** - the result, ``(n, ., H, W)``.
+
+Every method runs under :func:`explaining`, which puts the model in eval mode, freezes its
+parameters (only the gradients a method asks for are computed) and enables autograd even
+inside ``torch.no_grad()``; on exit, also after an exception, it restores each module's mode,
+each parameter's ``requires_grad`` and removes every hook it installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Union
+
+import torch
+from torch import nn
+
+Target = Union[int, torch.Tensor, list, tuple, Callable[[torch.Tensor], torch.Tensor]]
+Layer = Union[str, nn.Module]
+
+
+def check_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` must be a non-empty floating-point batch of images ``(n, C, H, W)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (n, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images of shape (n, C, H, W), got shape "
+                         f"{tuple(x.shape)}; for one image use x[None]")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch (n = 0); give at least one image")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
+    """``(name, module)`` of ``layer``, given as a module of ``model`` or its dotted name."""
+    names = {module: name for name, module in model.named_modules() if name}
+    if isinstance(layer, nn.Module):
+        if layer not in names:
+            raise ValueError(f"layer {type(layer).__name__} is not a module of this model; "
+                             f"pass one of its modules or a name: {_listing(names.values())}")
+        return names[layer], layer
+    if isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer not in modules or layer == "":
+            raise ValueError(f"unknown layer {layer!r}; valid layer names: "
+                             f"{_listing(names.values())}")
+        return layer, modules[layer]
+    raise TypeError(f"layer must be a module or a dotted name, got {type(layer).__name__}")
+
+
+def _listing(names, limit: int = 60) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def target_scores(output: torch.Tensor, target: Target) -> torch.Tensor:
+    """The score ``(n,)`` of ``target`` for each sample of the model ``output (n, classes)``."""
+    n = output.shape[0]
+    if callable(target) and not isinstance(target, torch.Tensor):
+        scores = target(output)
+        if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+            raise ValueError(f"a callable target must return one score per sample, shape "
+                             f"({n},); it returned {shape}")
+        return scores
+    if output.dim() != 2:
+        raise ValueError(f"a class target needs a model output of shape (n, classes), got "
+                         f"{tuple(output.shape)}; use a callable target for other outputs")
+    classes = output.shape[1]
+    index = torch.as_tensor(target, device=output.device)
+    if index.is_floating_point() or index.dim() > 1:
+        raise ValueError(f"target must be an int, one int per sample, or a callable; got "
+                         f"{target!r}")
+    index = index.expand(n) if index.dim() == 0 else index
+    if index.shape != (n,):
+        raise ValueError(f"target has {index.shape[0]} classes for a batch of {n} images; give "
+                         f"one int, or one per image")
+    if ((index < 0) | (index >= classes)).any():
+        raise ValueError(f"target {index.tolist()} out of range: the model has {classes} "
+                         f"classes, 0 .. {classes - 1}")
+    return output.gather(1, index.long()[:, None])[:, 0]
+
+
+@contextlib.contextmanager
+def explaining(model: nn.Module) -> Iterator[list]:
+    """Run ``model`` for an explanation and leave it exactly as it was.
+
+    Yields a list to which the caller appends hook handles; all of them are removed on exit.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    handles: list = []
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def capture(model: nn.Module, layer: Layer, handles: list) -> dict:
+    """Record the output of ``layer`` (kept in the autograd graph) at each forward pass.
+
+    Returns a dict whose ``"activation"`` is the layer's output of the last forward. The layer's
+    output handed on to the rest of the network is a copy, so that a following in-place ReLU
+    cannot overwrite the recorded activation.
+    """
+    _, module = resolve_layer(model, layer)
+    record: dict = {}
+
+    def hook(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
+        record["activation"] = output
+        return output.clone()
+
+    handles.append(module.register_forward_hook(hook))
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# ReLU backward rules (Springenberg et al. 2015, Fig. 1): one idea, three masks.
+#
+# Forward, every rule is the ReLU:  y = max(x, 0).
+# Backward, the signal R arriving from above is multiplied by a mask:
+#   "gradient"  (backprop):      R * [y > 0]            the forward mask
+#   "deconvnet" (Zeiler-Fergus): R * [R > 0]            the sign of the signal
+#   "guided"    (guided backprop): R * [y > 0] * [R > 0]  both
+# --------------------------------------------------------------------------------------------
+
+RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "gradient": lambda y, r: y > 0,
+    "deconvnet": lambda y, r: r > 0,
+    "guided": lambda y, r: (y > 0) & (r > 0),
+}
+
+
+class _RuleReLU(torch.autograd.Function):
+    """``y = max(x, 0)`` forward; backward ``R * mask(y, R)`` with a mask of :data:`RULES`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rule: str) -> torch.Tensor:
+        y = x.clamp(min=0)
+        ctx.save_for_backward(y)
+        ctx.rule = rule
+        return y
+
+    @staticmethod
+    def backward(ctx, r: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        return r * RULES[ctx.rule](y, r), None
+
+
+def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
+    """Give every ``nn.ReLU`` of ``model`` the backward rule ``rule`` (hooks in ``handles``).
+
+    The ReLU module still runs (in place or not) but its result is replaced by the rule's
+    output, computed from the ReLU's *input*, so the gradient bypasses the module's own
+    backward. Returns the number of ReLU modules found.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown ReLU rule {rule!r}; valid rules: {', '.join(RULES)}")
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError(f"the {rule!r} rule needs nn.ReLU modules, and this model has none "
+                         f"(a functional F.relu cannot be hooked); build it with nn.ReLU")
+    pending: list = []
+
+    def before(_module, inputs):
+        pending.append(inputs[0])
+        return (inputs[0].detach(),)  # what the module itself sees; its result is discarded
+
+    def after(_module, _inputs, _output):
+        return _RuleReLU.apply(pending.pop(), rule)
+
+    for m in relus:
+        handles.append(m.register_forward_pre_hook(before))
+        handles.append(m.register_forward_hook(after))
+    return len(relus)

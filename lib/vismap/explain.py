@@ -1,0 +1,258 @@
+"""Explanation methods: maps of what a CNN's decision rests on.
+
+Fine-grained methods, at input resolution (chapters 03 and 04):
+
+* :func:`saliency` - the gradient ``dy/dx`` (Simonyan et al. 2014);
+* :func:`deconvnet` - the deconvnet as a ReLU backward rule (Zeiler & Fergus 2014, in the form
+  of Springenberg et al. 2015);
+* :func:`guided_backprop` - guided backpropagation (Springenberg et al. 2015);
+* :func:`zeiler_fergus` - the deconvnet built explicitly: switches, rectification, transposed
+  filters (Zeiler & Fergus 2014, Sec. 2.1);
+* :func:`occlusion` - the drop of the score when a window of the image is hidden (Zeiler &
+  Fergus 2014, Sec. 4.2).
+
+The three gradient methods are one computation - back-propagate the score to the pixels - that
+differ only in the mask every ReLU applies to the signal on its way back
+(:data:`vismap._core.RULES`). Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
+and returns unnormalised maps at input resolution; :func:`normalize` is a separate step. The
+caller's model is left as it was (mode, ``requires_grad``, no hooks), see
+:func:`vismap._core.explaining`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._core import Layer, Target, check_input, explaining, relu_rule, resolve_layer, target_scores
+
+__all__ = ["saliency", "deconvnet", "guided_backprop", "zeiler_fergus", "occlusion",
+           "normalize"]
+
+
+def _backprop_to_input(model: nn.Module, x: torch.Tensor, target: Target,
+                       rule: str) -> torch.Tensor:
+    """``d score / d x`` with every ``nn.ReLU`` of ``model`` back-propagating by ``rule``."""
+    check_input(x)
+    with explaining(model) as handles:
+        if rule != "gradient":  # plain backprop is autograd's own ReLU rule: no hooks needed
+            relu_rule(model, rule, handles)
+        x = x.detach().requires_grad_(True)
+        score = target_scores(model(x), target)
+        (grad,) = torch.autograd.grad(score.sum(), x)  # samples are independent in eval mode
+    return grad
+
+
+def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The gradient of the target score with respect to the input pixels.
+
+    ``M = dy^c / dx``, shape ``(n, C, H, W)``, signed (Simonyan, Vedaldi & Zisserman 2014,
+    *Deep Inside Convolutional Networks*; their map is ``max_c |M|``). Every ReLU passes the
+    signal back where its *input* was positive: ``R_l = R_{l+1} * [y_l > 0]``.
+    """
+    return _backprop_to_input(model, x, target, "gradient")
+
+
+def deconvnet(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The deconvnet of Zeiler & Fergus 2014 as a backward rule, ``(n, C, H, W)``.
+
+    Back-propagation in which every ReLU rectifies the *signal coming back* instead of masking
+    by the forward activation: ``R_l = R_{l+1} * [R_{l+1} > 0]`` (Springenberg et al. 2015,
+    Fig. 1). Max-pooling routes the signal through its switches and convolutions apply their
+    transposed filters, as autograd does. :func:`zeiler_fergus` builds the same thing by hand.
+    """
+    return _backprop_to_input(model, x, target, "deconvnet")
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015, *Striving for Simplicity*).
+
+    Both masks at every ReLU: ``R_l = R_{l+1} * [y_l > 0] * [R_{l+1} > 0]``: only the positive
+    evidence for the score, only through units that were active. ``(n, C, H, W)``.
+    """
+    return _backprop_to_input(model, x, target, "guided")
+
+
+# --------------------------------------------------------------------------------------------
+# The explicit deconvnet
+# --------------------------------------------------------------------------------------------
+
+
+def _sequential_prefix(model: nn.Module, layer: Layer | int) -> tuple[nn.Sequential, int]:
+    """The ``nn.Sequential`` that holds ``layer`` (``model`` itself or ``model.features``) and
+    the layer's index in it."""
+    features = model if isinstance(model, nn.Sequential) else getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ValueError("zeiler_fergus needs an nn.Sequential of layers, or a model whose "
+                         "`features` is one (as vismap's and torchvision's VGG models)")
+    if isinstance(layer, int):
+        if not 0 <= layer < len(features):
+            raise ValueError(f"layer index {layer} out of range 0 .. {len(features) - 1}")
+        return features, layer
+    _, module = resolve_layer(model, layer)
+    for i, m in enumerate(features):
+        if m is module:
+            return features, i
+    valid = [f"{i}" for i in range(len(features))]
+    raise ValueError(f"layer {layer!r} is not a direct member of the features sequence; "
+                     f"give one of its indices: {', '.join(valid)}")
+
+
+def _unpool(signal: torch.Tensor, switches: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Put every value back at the input position its max came from (its *switch*)."""
+    n, c = signal.shape[:2]
+    out = signal.new_zeros(n, c, size[-2] * size[-1])
+    out.scatter_add_(2, switches.flatten(2), signal.flatten(2))  # add: windows may overlap
+    return out.view(n, c, size[-2], size[-1])
+
+
+@torch.no_grad()
+def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel: int,
+                  position: tuple[int, int] | None = None) -> torch.Tensor:
+    """Project one feature-map unit back to pixel space, by the paper's construction.
+
+    Zeiler & Fergus 2014, *Visualizing and Understanding Convolutional Networks*, Sec. 2.1: run
+    the network up to ``layer`` recording the *switches* (where each max-pool's maximum came
+    from); keep only the chosen unit of feature map ``channel`` (its strongest activation in
+    each image, or the unit at ``position = (row, col)``), set every other activation to zero,
+    and go back down: a max-pool becomes *unpooling* through the switches, a ReLU *rectifies*
+    the signal, a convolution applies the *same filters transposed* (no bias).
+
+    Args:
+        model: an ``nn.Sequential`` of Conv2d / ReLU / MaxPool2d layers, or a model whose
+            ``features`` is one (shapes-cnn, shapes-gap, torchvision VGG).
+        x: images ``(n, C, H, W)``.
+        layer: the layer whose output is projected: index into the sequence, its module, or
+            its dotted name in ``model`` (``"features.9"``).
+        channel: the feature map.
+        position: the unit ``(row, col)``; default the strongest in each image.
+
+    Returns:
+        ``(n, C, H, W)`` reconstructions. They equal ``a * deconvnet(...)`` of that unit, where
+        ``a`` is its activation.
+    """
+    check_input(x)
+    features, index = _sequential_prefix(model, layer)
+    a, sizes, switches = x, [], {}
+    for i, m in enumerate(features[:index + 1]):
+        sizes.append(a.shape)
+        if isinstance(m, nn.MaxPool2d):
+            a, switches[i] = F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation,
+                                          m.ceil_mode, return_indices=True)
+        elif isinstance(m, (nn.Conv2d, nn.ReLU)):
+            a = m(a.clone() if isinstance(m, nn.ReLU) and m.inplace else a)
+        else:
+            raise ValueError(f"zeiler_fergus handles Conv2d, ReLU and MaxPool2d layers; layer "
+                             f"{i} is {type(m).__name__}")
+    if a.dim() != 4 or not 0 <= channel < a.shape[1]:
+        raise ValueError(f"channel {channel} out of range: layer {index} has "
+                         f"{a.shape[1]} feature maps")
+    fmap = a[:, channel].flatten(1)  # (n, h*w)
+    if position is None:
+        unit = fmap.argmax(1)
+    else:
+        row, col = position
+        if not (0 <= row < a.shape[2] and 0 <= col < a.shape[3]):
+            raise ValueError(f"position {position} outside the {a.shape[2]}x{a.shape[3]} map")
+        unit = torch.full((a.shape[0],), row * a.shape[3] + col, device=a.device)
+    signal = torch.zeros_like(a)
+    signal[:, channel].view(a.shape[0], -1).scatter_(1, unit[:, None],
+                                                      fmap.gather(1, unit[:, None]))
+    for i in reversed(range(index + 1)):
+        m = features[i]
+        if isinstance(m, nn.ReLU):
+            signal = signal.clamp(min=0)  # rectification
+        elif isinstance(m, nn.MaxPool2d):
+            signal = _unpool(signal, switches[i], sizes[i])  # unpooling through the switches
+        else:  # the same filters, transposed
+            size = sizes[i]
+            unpadded = F.conv_transpose2d(signal, m.weight, None, m.stride, m.padding, 0,
+                                          m.groups, m.dilation)
+            extra = (size[-2] - unpadded.shape[-2], size[-1] - unpadded.shape[-1])
+            signal = F.conv_transpose2d(signal, m.weight, None, m.stride, m.padding, extra,
+                                        m.groups, m.dilation) if any(extra) else unpadded
+    return signal
+
+
+# --------------------------------------------------------------------------------------------
+# Occlusion
+# --------------------------------------------------------------------------------------------
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, int) else tuple(v)
+    if len(pair) != 2 or not all(isinstance(p, int) and p > 0 for p in pair):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
+    return pair  # type: ignore[return-value]
+
+
+def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, stride=4,
+              baseline: float | torch.Tensor = 0.0, batch_size: int = 512) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2): hide a window, watch the score.
+
+    For every window position ``p`` (top-left corners ``0, s, 2s, ...`` while the window fits),
+    the occluded image is ``x_p = x (1 - m_p) + b m_p`` with ``m_p`` the window's mask and ``b``
+    the ``baseline``; the map at a pixel is the mean drop ``y(x) - y(x_p)`` over the windows
+    that cover it (0 where none does). Many occluded copies go through the model in one
+    forward (``batch_size`` images at a time).
+
+    Args:
+        window, stride: ints or ``(height, width)`` pairs, in pixels.
+        baseline: the value hidden pixels get: a number, or a tensor broadcastable to ``x``.
+
+    Returns:
+        ``(n, 1, H, W)``: positive where hiding the pixels lowers the score.
+    """
+    check_input(x)
+    n, _, height, width = x.shape
+    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+    if wh > height or ww > width:
+        raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image")
+    tops = torch.arange(0, height - wh + 1, sh, device=x.device)
+    lefts = torch.arange(0, width - ww + 1, sw, device=x.device)
+    rows, cols = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
+    in_rows = (rows >= tops[:, None]) & (rows < tops[:, None] + wh)  # (T, H)
+    in_cols = (cols >= lefts[:, None]) & (cols < lefts[:, None] + ww)  # (L, W)
+    masks = (in_rows[:, None, :, None] & in_cols[None, :, None, :]).flatten(0, 1)  # (P, H, W)
+    masks = masks.to(x.dtype)
+    baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+
+    with explaining(model):
+        with torch.no_grad():
+            base = target_scores(model(x), target)  # (n,)
+            per_target = _repeat_target(target, n)
+            drops = []
+            chunk = max(1, batch_size // n)
+            for start in range(0, len(masks), chunk):
+                m = masks[start:start + chunk, None, None]  # (p, 1, 1, H, W)
+                occluded = x * (1 - m) + baseline * m  # (p, n, C, H, W)
+                out = model(occluded.flatten(0, 1))
+                scores = target_scores(out, per_target(len(m))).view(len(m), n)
+                drops.append(base - scores)
+    drops = torch.cat(drops)  # (P, n)
+    total = torch.einsum("pn,phw->nhw", drops, masks)
+    count = masks.sum(0)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))[:, None]
+
+
+def _repeat_target(target: Target, n: int):
+    """A function ``p -> target`` for ``p`` stacked copies of the batch."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return lambda p: target
+    index = torch.as_tensor(target)
+    if index.dim() == 0:
+        return lambda p: target
+    return lambda p: index.repeat(p)
+
+
+def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Scale each map of ``maps (n, ...)`` to [0, 1] by its own min and max.
+
+    A constant map (all zeros, say) becomes all zeros, never NaN.
+    """
+    flat = maps.flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    span = high - low
+    scaled = torch.where(span > eps, (flat - low) / span.clamp(min=eps), torch.zeros_like(flat))
+    return scaled.view_as(maps)
