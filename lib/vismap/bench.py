@@ -1,0 +1,106 @@
+"""``python -m vismap.bench``: vismap's methods timed side by side with their limits and captum.
+
+Every row is timed in this one process, with warm-up and the median of several repeats; the
+ratio column divides by the row's baseline, so the numbers compare across machines better than
+the seconds do. Nothing here is asserted: speed is measured, not tested.
+
+Baselines ("limits"): one forward pass; a forward pass plus the gradient of the score with
+respect to the input (what every gradient method must at least do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from . import data, explain, models
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _forward(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def _forward_and_input_gradient(model, x, target):
+    x = x.detach().requires_grad_(True)
+    frozen = [p.requires_grad_(False) for p in model.parameters()]
+    try:
+        score = model(x).gather(1, target[:, None]).sum()
+        return torch.autograd.grad(score, x)[0]
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def rows(model, x, target, repeats: int) -> list[tuple[str, float, str]]:
+    """``(name, seconds, baseline name)`` rows for the fine-grained methods."""
+    from captum.attr import GuidedBackprop, Occlusion, Saliency
+
+    t = lambda fn: median_time(fn, repeats=repeats)  # noqa: E731
+    out = [("forward (limit)", t(lambda: _forward(model, x)), ""),
+           ("forward + input gradient (limit)",
+            t(lambda: _forward_and_input_gradient(model, x, target)), "")]
+    grad_limit = "forward + input gradient (limit)"
+    out += [
+        ("vismap saliency", t(lambda: explain.saliency(model, x, target)), grad_limit),
+        ("captum Saliency", t(lambda: Saliency(model).attribute(
+            x.clone().requires_grad_(), target=target, abs=False)), grad_limit),
+        ("vismap guided_backprop", t(lambda: explain.guided_backprop(model, x, target)),
+         grad_limit),
+        ("captum GuidedBackprop", t(lambda: GuidedBackprop(model).attribute(
+            x.clone().requires_grad_(), target=target)), grad_limit),
+    ]
+    occ = dict(window=8, stride=4, baseline=0.0)
+    mine = t(lambda: explain.occlusion(model, x, target, **occ))
+    theirs = t(lambda: Occlusion(model).attribute(
+        x, sliding_window_shapes=(x.shape[1], 8, 8), strides=(x.shape[1], 4, 4),
+        baselines=0.0, target=target))
+    out += [("captum Occlusion (8x8 window, stride 4)", theirs, ""),
+            ("vismap occlusion (8x8 window, stride 4)", mine,
+             "captum Occlusion (8x8 window, stride 4)")]
+    return out
+
+
+def table(results: list[tuple[str, float, str]]) -> str:
+    seconds = {name: s for name, s, _ in results}
+    lines = ["| method | time (ms) | ratio | baseline |", "|---|---:|---:|---|"]
+    for name, s, base in results:
+        ratio = f"{s / seconds[base]:.2f}x" if base else ""
+        lines.append(f"| {name} | {s * 1e3:.1f} | {ratio} | {base} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vismap.bench", description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Setting backward hooks")
+    shapes = data.make_shapes(args.batch, seed=0)
+    model = models.load_pretrained("shapes-cnn")
+    print(f"shapes-cnn, batch {args.batch}, 64x64 | torch {torch.__version__} | "
+          f"{torch.get_num_threads()} threads | {platform.processor() or platform.machine()}\n")
+    print(table(rows(model, shapes.images, shapes.labels, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
