@@ -191,10 +191,11 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
               baseline: float | torch.Tensor = 0.0, batch_size: int = 512) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2): hide a window, watch the score.
 
-    For every window position ``p`` (top-left corners ``0, s, 2s, ...`` while the window fits),
-    the occluded image is ``x_p = x (1 - m_p) + b m_p`` with ``m_p`` the window's mask and ``b``
+    For every window position ``p`` (top-left corners ``0, s, 2s, ...`` until a window reaches
+    the far edge, so every pixel is covered; the last window in a row may be cut off by the
+    edge, as in captum's ``Occlusion``), the occluded image is ``x_p = x (1 - m_p) + b m_p`` with ``m_p`` the window's mask and ``b``
     the ``baseline``; the map at a pixel is the mean drop ``y(x) - y(x_p)`` over the windows
-    that cover it (0 where none does). Many occluded copies go through the model in one
+    that cover it. Many occluded copies go through the model in one
     forward (``batch_size`` images at a time).
 
     Args:
@@ -209,8 +210,9 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     if wh > height or ww > width:
         raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image")
-    tops = torch.arange(0, height - wh + 1, sh, device=x.device)
-    lefts = torch.arange(0, width - ww + 1, sw, device=x.device)
+    # Corners 0, s, 2s, ... until a window reaches the far edge; the last may be cut off there.
+    tops = torch.arange(0, -(-(height - wh) // sh) + 1, device=x.device) * sh
+    lefts = torch.arange(0, -(-(width - ww) // sw) + 1, device=x.device) * sw
     rows, cols = torch.arange(height, device=x.device), torch.arange(width, device=x.device)
     in_rows = (rows >= tops[:, None]) & (rows < tops[:, None] + wh)  # (T, H)
     in_cols = (cols >= lefts[:, None]) & (cols < lefts[:, None] + ww)  # (L, W)
