@@ -5,7 +5,8 @@ The library behind the course's notebooks:
 * :mod:`vismap.data` - procedural data with ground truth (Shapes scenes, dSprites sprites);
 * :mod:`vismap.models` - the course's small CNNs and their shipped checkpoints;
 * :mod:`vismap.train` - the plain training loop, and ``python -m vismap.train``;
-* :mod:`vismap.explain` - the explanation methods.
+* :mod:`vismap.explain` - the explanation methods;
+* :mod:`vismap.bench` - ``python -m vismap.bench``, their speed against limits and captum.
 
     >>> import vismap as vm
     >>> shapes = vm.data.make_shapes(8, seed=0)
@@ -14,14 +15,15 @@ The library behind the course's notebooks:
 
 import importlib
 
-from . import data, models
+from . import _core, data, explain, models
 
-__all__ = ["data", "models", "train", "explain"]
+__all__ = ["data", "models", "explain", "train", "bench"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Imported on first use, so that `python -m vismap.train` does not import it twice.
-    if name in __all__:
+    # The command-line modules are imported on first use, so that `python -m vismap.train`
+    # (or `vismap.bench`) does not import its module twice.
+    if name in ("train", "bench"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'vismap' has no attribute {name!r}")

@@ -165,15 +165,16 @@ class _RuleReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return r * RULES[ctx.rule](y, r), None
+        return torch.where(RULES[ctx.rule](y, r), r, 0.0), None  # R * mask
 
 
 def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
     """Give every ``nn.ReLU`` of ``model`` the backward rule ``rule`` (hooks in ``handles``).
 
-    The ReLU module still runs (in place or not) but its result is replaced by the rule's
-    output, computed from the ReLU's *input*, so the gradient bypasses the module's own
-    backward. Returns the number of ReLU modules found.
+    A pre-hook takes the ReLU's input and hands the module an empty tensor instead (so the
+    module does no work and cannot overwrite the input in place); the forward hook replaces the
+    module's (empty) output by the rule's output, computed from the input, so the gradient
+    bypasses the module's own backward. Returns the number of ReLU modules found.
     """
     if rule not in RULES:
         raise ValueError(f"unknown ReLU rule {rule!r}; valid rules: {', '.join(RULES)}")
@@ -185,7 +186,7 @@ def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
 
     def before(_module, inputs):
         pending.append(inputs[0])
-        return (inputs[0].detach(),)  # what the module itself sees; its result is discarded
+        return (inputs[0].new_empty(0),)  # the module itself runs on nothing
 
     def after(_module, _inputs, _output):
         return _RuleReLU.apply(pending.pop(), rule)
