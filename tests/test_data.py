@@ -39,6 +39,14 @@ def test_same_seed_same_bits_other_seed_other_images():
     assert not torch.equal(s1.factors, D.make_sprites(50, seed=6).factors)
 
 
+def test_small_batches_of_every_size():
+    for n in range(1, 9):
+        for seed in range(12):
+            for objects in (1, 2):
+                d = D.make_shapes(n, seed=seed, objects=objects)
+                assert d.images.shape == (n, 3, 64, 64) and (d.masks.sum((2, 3)) > 0).all()
+
+
 def test_masks_are_exactly_the_painted_pixels(shapes):
     # Every object pixel has the object's single colour; the pixels just outside the mask do
     # not all have it (the background is noisy), so the mask is neither too small nor too big.

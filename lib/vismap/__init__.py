@@ -15,9 +15,9 @@ The library behind the course's notebooks:
 
 import importlib
 
-from . import _core, data, explain, models
+from . import _core, data, explain, metrics, models
 
-__all__ = ["data", "models", "explain", "train", "bench"]
+__all__ = ["data", "models", "explain", "metrics", "train", "bench"]
 __version__ = "0.1.0"
 
 

@@ -76,8 +76,15 @@ def target_scores(output: torch.Tensor, target: Target) -> torch.Tensor:
     if output.dim() != 2:
         raise ValueError(f"a class target needs a model output of shape (n, classes), got "
                          f"{tuple(output.shape)}; use a callable target for other outputs")
-    classes = output.shape[1]
-    index = torch.as_tensor(target, device=output.device)
+    index = target_classes(target, n, output.shape[1], output.device)
+    return output.gather(1, index[:, None])[:, 0]
+
+
+def target_classes(target: Target, n: int, classes: int,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """A class target as one class index per sample, ``(n,)`` int64, checked against the
+    number of ``classes``."""
+    index = torch.as_tensor(target, device=device)
     if index.is_floating_point() or index.dim() > 1:
         raise ValueError(f"target must be an int, one int per sample, or a callable; got "
                          f"{target!r}")
@@ -88,7 +95,7 @@ def target_scores(output: torch.Tensor, target: Target) -> torch.Tensor:
     if ((index < 0) | (index >= classes)).any():
         raise ValueError(f"target {index.tolist()} out of range: the model has {classes} "
                          f"classes, 0 .. {classes - 1}")
-    return output.gather(1, index.long()[:, None])[:, 0]
+    return index.long()
 
 
 @contextlib.contextmanager
@@ -116,20 +123,23 @@ def explaining(model: nn.Module) -> Iterator[list]:
 
 
 def capture(model: nn.Module, layer: Layer, handles: list) -> dict:
-    """Record the output of ``layer`` (kept in the autograd graph) at each forward pass.
+    """Record the output of ``layer`` at each forward pass, as a leaf we can differentiate to.
 
-    Returns a dict whose ``"activation"`` is the layer's output of the last forward. The layer's
-    output handed on to the rest of the network is a copy, so that a following in-place ReLU
-    cannot overwrite the recorded activation.
+    Returns a dict whose ``"activation"`` is the layer's output ``A`` of the last forward,
+    detached from everything below the layer and requiring grad, so that
+    ``torch.autograd.grad(score, A)`` back-propagates only as far as the layer. The rest of the
+    network receives a copy, so that a following in-place ReLU cannot overwrite ``A``.
     """
-    _, module = resolve_layer(model, layer)
+    name, module = resolve_layer(model, layer)
     record: dict = {}
 
     def hook(_module, _inputs, output):
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
-        record["activation"] = output
-        return output.clone()
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+            raise ValueError(f"layer {name!r} must output feature maps (n, K, h, w); its "
+                             f"output is {shape}; choose a convolutional layer")
+        record["activation"] = output.detach().requires_grad_(True)
+        return record["activation"].clone()
 
     handles.append(module.register_forward_hook(hook))
     return record

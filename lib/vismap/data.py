@@ -113,7 +113,9 @@ def _rasterise(
 
     Returns ``(i, y, x)``: the image index, row and column of every covered pixel.
     """
-    n = len(kinds)
+    if len(kinds) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
     half = int(np.ceil(radius.max())) + 1
     offsets = np.arange(-half, half + 1)
     ox = np.floor(cx).astype(np.int64)[:, None] + offsets  # (n, P) pixel columns

@@ -13,7 +13,15 @@ Fine-grained methods, at input resolution (chapters 03 and 04):
 
 The three gradient methods are one computation - back-propagate the score to the pixels - that
 differ only in the mask every ReLU applies to the signal on its way back
-(:data:`vismap._core.RULES`). Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
+(:data:`vismap._core.RULES`). Coarse-grained methods, at a layer's resolution and upsampled (chapters 05 and 06):
+
+* :func:`cam` - class activation maps from a GAP network's own weights (Zhou et al. 2016);
+* :func:`gradcam` - Grad-CAM (Selvaraju et al. 2017), with counterfactual maps;
+* :func:`layercam` - the source document's element-wise form ``ReLU(dy/dA) * A`` (LayerCAM,
+  Jiang et al. 2021);
+* :func:`guided_gradcam` - guided backprop times Grad-CAM (Selvaraju et al. 2017).
+
+Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
 and returns unnormalised maps at input resolution; :func:`normalize` is a separate step. The
 caller's model is left as it was (mode, ``requires_grad``, no hooks), see
 :func:`vismap._core.explaining`.
@@ -25,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._core import Layer, Target, check_input, explaining, relu_rule, resolve_layer, target_scores
+from ._core import (Layer, Target, capture, check_input, explaining, relu_rule, resolve_layer,
+                    target_classes, target_scores)
 
 __all__ = ["saliency", "deconvnet", "guided_backprop", "zeiler_fergus", "occlusion",
-           "normalize"]
+           "cam", "gradcam", "layercam", "guided_gradcam", "normalize", "upsample"]
 
 
 def _backprop_to_input(model: nn.Module, x: torch.Tensor, target: Target,
@@ -260,3 +269,120 @@ def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     span = high - low
     scaled = torch.where(span > eps, (flat - low) / span.clamp(min=eps), torch.zeros_like(flat))
     return scaled.view_as(maps)
+
+
+# --------------------------------------------------------------------------------------------
+# Coarse-grained: maps at a layer, laid back over the image
+# --------------------------------------------------------------------------------------------
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling of ``maps (n, 1, h, w)`` to ``size = (H, W)`` (half-pixel centres,
+    ``align_corners=False``, as captum and OpenCV)."""
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def layer_gradient(model: nn.Module, x: torch.Tensor, target: Target,
+                   layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activation ``A (n, K, h, w)`` of ``layer`` and the gradient of the target score with
+    respect to it, ``dy/dA`` - back-propagated only as far as the layer, with no parameter
+    gradients."""
+    check_input(x)
+    with explaining(model) as handles:
+        record = capture(model, layer, handles)
+        score = target_scores(model(x.detach()), target)
+        if "activation" not in record:
+            raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
+        (grad,) = torch.autograd.grad(score.sum(), record["activation"])
+    return record["activation"].detach(), grad
+
+
+def gradcam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
+            counterfactual: bool = False, upsampled: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, *Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization*).
+
+    ``alpha_k = 1/Z sum_ij dy/dA^k_ij`` (the mean gradient of each feature map), then
+    ``M = ReLU(sum_k alpha_k A^k)``: the feature maps weighted by how much the score wants each,
+    keeping what speaks *for* the target. With ``counterfactual=True`` the gradient is negated
+    (Sec. 5): the map shows the regions whose features argue *against* the target.
+
+    Returns:
+        ``(n, 1, H, W)`` upsampled bilinearly to the input, or ``(n, 1, h, w)`` at the layer's
+        resolution with ``upsampled=False``. Unnormalised (see :func:`normalize`).
+    """
+    a, grad = layer_gradient(model, x, target, layer)
+    if counterfactual:
+        grad = -grad
+    alpha = grad.mean((2, 3), keepdim=True)  # (n, K, 1, 1)
+    maps = F.relu((alpha * a).sum(1, keepdim=True))
+    return upsample(maps, x.shape[-2:]) if upsampled else maps
+
+
+def layercam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
+             upsampled: bool = True) -> torch.Tensor:
+    """The source document's element-wise form: ``M = ReLU(sum_k ReLU(dy/dA^k) * A^k)``.
+
+    Each position keeps its own gradient instead of the feature map's mean, so the map keeps
+    finer detail at early layers. This is LayerCAM (Jiang et al. 2021, *LayerCAM: Exploring
+    Hierarchical Class Activation Maps for Localization*). ``(n, 1, H, W)``, or ``(n, 1, h, w)``
+    with ``upsampled=False``.
+    """
+    a, grad = layer_gradient(model, x, target, layer)
+    maps = F.relu((F.relu(grad) * a).sum(1, keepdim=True))
+    return upsample(maps, x.shape[-2:]) if upsampled else maps
+
+
+def guided_gradcam(model: nn.Module, x: torch.Tensor, target: Target, *,
+                   layer: Layer) -> torch.Tensor:
+    """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): guided backprop's fine detail masked
+    by Grad-CAM's class-discriminative map, ``G * upsample(M)``, shape ``(n, C, H, W)``."""
+    return guided_backprop(model, x, target) * gradcam(model, x, target, layer=layer)
+
+
+def _gap_linear_weights(model: nn.Module, a: torch.Tensor, out: torch.Tensor) -> tuple:
+    """The weights ``(classes, K)`` and bias of the last ``nn.Linear`` of ``model``, checked to
+    reproduce ``out`` as ``W mean_ij(A) + b``: the network really ends in GAP + one linear."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    hint = ("CAM needs a network that ends in global average pooling and one linear layer "
+            "(like shapes-gap or ResNet); use gradcam for any other network")
+    if not linears or linears[-1].in_features != a.shape[1]:
+        raise ValueError(f"{hint}; no final nn.Linear takes the layer's {a.shape[1]} channels")
+    weight, bias = linears[-1].weight, linears[-1].bias
+    predicted = a.mean((2, 3)) @ weight.T + (0 if bias is None else bias)
+    if predicted.shape != out.shape or not torch.allclose(predicted, out, rtol=1e-3, atol=1e-4):
+        raise ValueError(f"{hint}; the model's output is not W mean(A) + b of this layer")
+    return weight, bias
+
+
+def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
+        weights: torch.Tensor | None = None, upsampled: bool = True) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016, *Learning Deep Features for Discriminative
+    Localization*).
+
+    For a network whose class scores are ``y^c = sum_k w^c_k mean_ij A^k_ij + b^c`` (global
+    average pooling of the last feature maps ``A``, then one linear layer), the map of class
+    ``c`` is ``M_c = sum_k w^c_k A^k``: the score before it was averaged over positions. The
+    weights are the model's last linear layer (checked to reproduce the output), or ``weights
+    (classes, K)`` if given. No ReLU: the map is signed, as in the paper.
+
+    Returns:
+        ``(n, 1, H, W)``, or ``(n, 1, h, w)`` with ``upsampled=False``.
+    """
+    if callable(target) and not isinstance(target, torch.Tensor):
+        raise ValueError("cam explains a class (an int or one per image); for any other "
+                         "score use gradcam with a callable target")
+    check_input(x)
+    with explaining(model) as handles:
+        record = capture(model, layer, handles)
+        with torch.no_grad():
+            out = model(x)
+    a = record["activation"].detach()
+    if weights is None:
+        weights, _ = _gap_linear_weights(model, a, out)
+    if weights.dim() != 2 or weights.shape[1] != a.shape[1]:
+        raise ValueError(f"weights must have shape (classes, {a.shape[1]}), got "
+                         f"{tuple(weights.shape)}")
+    w = weights.detach()[target_classes(target, len(x), weights.shape[0], x.device)]  # w^c
+    maps = torch.einsum("nk,nkhw->nhw", w, a)[:, None]
+    return upsample(maps, x.shape[-2:]) if upsampled else maps
