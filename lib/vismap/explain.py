@@ -37,7 +37,8 @@ from ._core import (Layer, Target, capture, check_input, explaining, relu_rule, 
                     target_classes, target_scores)
 
 __all__ = ["saliency", "deconvnet", "guided_backprop", "zeiler_fergus", "occlusion",
-           "cam", "gradcam", "layercam", "guided_gradcam", "normalize", "upsample"]
+           "cam", "gradcam", "layercam", "guided_gradcam", "layer_gradient", "normalize",
+           "upsample"]
 
 
 def _backprop_to_input(model: nn.Module, x: torch.Tensor, target: Target,
