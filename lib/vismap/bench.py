@@ -49,9 +49,26 @@ def _forward_and_input_gradient(model, x, target):
             p.requires_grad_(True)
 
 
-def rows(model, x, target, repeats: int) -> list[tuple[str, float, str]]:
-    """``(name, seconds, baseline name)`` rows for the fine-grained methods."""
-    from captum.attr import GuidedBackprop, Occlusion, Saliency
+def _forward_and_layer_gradient(model, x, target, layer):
+    """The least Grad-CAM must do: a forward, and the gradient of the score to the layer."""
+    store = {}
+
+    def keep(_module, _inputs, output):
+        store["a"] = output.detach().requires_grad_(True)
+        return store["a"]
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        score = model(x).gather(1, target[:, None]).sum()
+    finally:
+        handle.remove()
+    return torch.autograd.grad(score, store["a"])[0]
+
+
+def rows(model, x, target, repeats: int, layer: str = "features.9"
+         ) -> list[tuple[str, float, str]]:
+    """``(name, seconds, baseline name)`` rows for every method of :mod:`vismap.explain`."""
+    from captum.attr import GuidedBackprop, LayerGradCam, Occlusion, Saliency
 
     t = lambda fn: median_time(fn, repeats=repeats)  # noqa: E731
     out = [("forward (limit)", t(lambda: _forward(model, x)), ""),
@@ -66,6 +83,19 @@ def rows(model, x, target, repeats: int) -> list[tuple[str, float, str]]:
          grad_limit),
         ("captum GuidedBackprop", t(lambda: GuidedBackprop(model).attribute(
             x.clone().requires_grad_(), target=target)), grad_limit),
+    ]
+    frozen = [p.requires_grad_(False) for p in model.parameters()]
+    layer_limit = t(lambda: _forward_and_layer_gradient(model, x, target, layer))
+    for p in frozen:
+        p.requires_grad_(True)
+    layer_name = f"forward + gradient to {layer} (limit)"
+    out += [
+        (layer_name, layer_limit, ""),
+        ("vismap gradcam", t(lambda: explain.gradcam(model, x, target, layer=layer,
+                                                     upsampled=False)), layer_name),
+        ("captum LayerGradCam", t(lambda: LayerGradCam(model, model.get_submodule(layer))
+                                  .attribute(x, target=target, relu_attributions=True)),
+         layer_name),
     ]
     # Occlusion costs one forward per window and image (225 windows here), so it is timed on
     # 4 images, where batching windows into one forward matters (at 64 images per call both
