@@ -168,6 +168,11 @@ def test_zeiler_fergus_position_and_names(shapes):
     by_name = E.zeiler_fergus(model, shapes.images[:2], "features.9", 3, position=(4, 4))
     by_index = E.zeiler_fergus(model, shapes.images[:2], 9, 3, position=(4, 4))
     assert torch.equal(by_name, by_index)
+    per_image = E.zeiler_fergus(model, shapes.images[:2], 9, 3,
+                                position=torch.tensor([[4, 4], [1, 6]]))
+    assert torch.equal(per_image[0], by_index[0]) and not torch.equal(per_image[1], by_index[1])
+    torch.testing.assert_close(per_image[1:], E.zeiler_fergus(model, shapes.images[1:2], 9, 3,
+                                                              position=(1, 6)))
     with pytest.raises(ValueError, match="out of range"):
         E.zeiler_fergus(model, shapes.images[:2], 9, 64)
     with pytest.raises(ValueError, match="outside the 8x8 map"):

@@ -119,7 +119,7 @@ def _unpool(signal: torch.Tensor, switches: torch.Tensor, size: torch.Size) -> t
 
 @torch.no_grad()
 def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel: int,
-                  position: tuple[int, int] | None = None) -> torch.Tensor:
+                  position: tuple[int, int] | torch.Tensor | None = None) -> torch.Tensor:
     """Project one feature-map unit back to pixel space, by the paper's construction.
 
     Zeiler & Fergus 2014, *Visualizing and Understanding Convolutional Networks*, Sec. 2.1: run
@@ -136,7 +136,8 @@ def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel
         layer: the layer whose output is projected: index into the sequence, its module, or
             its dotted name in ``model`` (``"features.9"``).
         channel: the feature map.
-        position: the unit ``(row, col)``; default the strongest in each image.
+        position: the unit ``(row, col)``, or one per image ``(n, 2)``; default the
+            strongest in each image.
 
     Returns:
         ``(n, C, H, W)`` reconstructions. They equal ``a * deconvnet(...)`` of that unit, where
@@ -162,10 +163,12 @@ def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel
     if position is None:
         unit = fmap.argmax(1)
     else:
-        row, col = position
-        if not (0 <= row < a.shape[2] and 0 <= col < a.shape[3]):
-            raise ValueError(f"position {position} outside the {a.shape[2]}x{a.shape[3]} map")
-        unit = torch.full((a.shape[0],), row * a.shape[3] + col, device=a.device)
+        rc = torch.as_tensor(position, device=a.device).long().reshape(-1, 2)
+        if len(rc) not in (1, a.shape[0]) or (rc < 0).any() or (rc[:, 0] >= a.shape[2]).any() \
+                or (rc[:, 1] >= a.shape[3]).any():
+            raise ValueError(f"position {position} outside the {a.shape[2]}x{a.shape[3]} map, "
+                             f"or not one (row, col) or one per image")
+        unit = (rc[:, 0] * a.shape[3] + rc[:, 1]).expand(a.shape[0])
     signal = torch.zeros_like(a)
     signal[:, channel].view(a.shape[0], -1).scatter_(1, unit[:, None],
                                                       fmap.gather(1, unit[:, None]))
