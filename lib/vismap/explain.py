@@ -309,7 +309,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
     ``alpha_k = 1/Z sum_ij dy/dA^k_ij`` (the mean gradient of each feature map), then
     ``M = ReLU(sum_k alpha_k A^k)``: the feature maps weighted by how much the score wants each,
     keeping what speaks *for* the target. With ``counterfactual=True`` the gradient is negated
-    (Sec. 5): the map shows the regions whose features argue *against* the target.
+    (the paper's counterfactual explanations): the map shows the regions whose features argue *against* the target.
 
     Returns:
         ``(n, 1, H, W)`` upsampled bilinearly to the input, or ``(n, 1, h, w)`` at the layer's
@@ -339,7 +339,7 @@ def layercam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
 
 def guided_gradcam(model: nn.Module, x: torch.Tensor, target: Target, *,
                    layer: Layer) -> torch.Tensor:
-    """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): guided backprop's fine detail masked
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop's fine detail masked
     by Grad-CAM's class-discriminative map, ``G * upsample(M)``, shape ``(n, C, H, W)``."""
     return guided_backprop(model, x, target) * gradcam(model, x, target, layer=layer)
 
