@@ -53,8 +53,9 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
 
 
 def box_from_map(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
-    """Zhou et al. 2016's localisation rule: keep the pixels whose value is at least ``threshold`` times
-    the map's maximum, take the largest 8-connected component, return its tight box.
+    """Zhou et al. 2016's localisation rule: keep the pixels whose value is at least
+    ``threshold`` times the map's maximum, take the largest 8-connected component, return its
+    tight box.
 
     Returns:
         ``(n, 4)`` int64 boxes ``(x0, y0, x1, y1)``; a map with no positive value gives the
