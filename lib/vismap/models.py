@@ -57,13 +57,18 @@ class ShapesNet(nn.Module):
         self.features = features
         self.pool = pool
         self.classifier = classifier
-        for module in self.modules():  # He et al. 2015 init: keeps ReLU activations' scale
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))
+
+
+def _he_init(model: ShapesNet) -> ShapesNet:
+    """He et al. 2015 initialisation of a freshly built model (keeps ReLU activations' scale)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return model
 
 
 def _block(cin: int, cout: int, batchnorm: bool, stride: int = 1) -> list[nn.Module]:
@@ -92,13 +97,13 @@ def shapes_cnn(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> Sh
     hidden = [nn.Linear(64 * 4 * 4, 64)] + ([nn.BatchNorm1d(64)] if batchnorm else [])
     head = nn.Sequential(nn.Flatten(), *hidden, nn.ReLU(), nn.Dropout(0.2),
                          nn.Linear(64, classes))
-    return ShapesNet(_conv_features(batchnorm), nn.MaxPool2d(2), head)
+    return _he_init(ShapesNet(_conv_features(batchnorm), nn.MaxPool2d(2), head))
 
 
 def shapes_gap(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesNet:
     """CAM's network: features, global average pooling, one linear layer 64 -> classes."""
-    return ShapesNet(_conv_features(batchnorm), nn.AdaptiveAvgPool2d(1),
-                     nn.Sequential(nn.Flatten(), nn.Linear(64, classes)))
+    return _he_init(ShapesNet(_conv_features(batchnorm), nn.AdaptiveAvgPool2d(1),
+                              nn.Sequential(nn.Flatten(), nn.Linear(64, classes))))
 
 
 def shapes_allconv(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesNet:
@@ -111,7 +116,7 @@ def shapes_allconv(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -
     for cin, cout in ((3, 8), (8, 16), (16, 32)):
         layers += _block(cin, cout, batchnorm) + _block(cout, cout, batchnorm, stride=2)
     layers += _block(32, 64, batchnorm) + [nn.Conv2d(64, classes, 1)]
-    return ShapesNet(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return _he_init(ShapesNet(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
 
 
 ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
