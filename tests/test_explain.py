@@ -138,6 +138,17 @@ def test_occlusion_matches_captum(shapes):
         torch.testing.assert_close(got, want[:, :1], atol=1e-5, rtol=1e-5)
 
 
+def test_occlusion_matches_captum_on_torchvision_models():
+    x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    for name, model in torchvision_models().items():
+        got = E.occlusion(model, x, torch.tensor([2, 9]), window=16, stride=12, baseline=0.3)
+        want = captum_attr.Occlusion(model).attribute(
+            x, sliding_window_shapes=(3, 16, 16), strides=(3, 12, 12), baselines=0.3,
+            target=torch.tensor([2, 9]))
+        torch.testing.assert_close(got, want[:, :1], atol=1e-5, rtol=1e-5, msg=name)
+        assert hook_count(model) == 0
+
+
 # ------------------------------------------------------------------ the explicit deconvnet
 
 @pytest.mark.parametrize("name", ["shapes-cnn", "shapes-allconv", "vgg11"])
