@@ -179,13 +179,18 @@ def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel
         elif isinstance(m, nn.MaxPool2d):
             signal = _unpool(signal, switches[i], sizes[i])  # unpooling through the switches
         else:  # the same filters, transposed
-            size = sizes[i]
-            unpadded = F.conv_transpose2d(signal, m.weight, None, m.stride, m.padding, 0,
-                                          m.groups, m.dilation)
-            extra = (size[-2] - unpadded.shape[-2], size[-1] - unpadded.shape[-1])
-            signal = F.conv_transpose2d(signal, m.weight, None, m.stride, m.padding, extra,
-                                        m.groups, m.dilation) if any(extra) else unpadded
+            signal = F.conv_transpose2d(signal, m.weight, None, m.stride, m.padding,
+                                        _output_padding(m, signal, sizes[i]), m.groups,
+                                        m.dilation)
     return signal
+
+
+def _output_padding(conv: nn.Conv2d, signal: torch.Tensor, size: torch.Size) -> tuple:
+    """The rows and columns a strided convolution dropped, which its transpose must add back to
+    reach the input's ``size``: ``size - ((n - 1) s - 2 p + d (k - 1) + 1)`` per dimension."""
+    return tuple(size[-2 + j] - ((signal.shape[-2 + j] - 1) * conv.stride[j]
+                                 - 2 * conv.padding[j] + conv.dilation[j]
+                                 * (conv.kernel_size[j] - 1) + 1) for j in range(2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,10 +211,10 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
 
     For every window position ``p`` (top-left corners ``0, s, 2s, ...`` until a window reaches
     the far edge, so every pixel is covered; the last window in a row may be cut off by the
-    edge, as in captum's ``Occlusion``), the occluded image is ``x_p = x (1 - m_p) + b m_p`` with ``m_p`` the window's mask and ``b``
-    the ``baseline``; the map at a pixel is the mean drop ``y(x) - y(x_p)`` over the windows
-    that cover it. Many occluded copies go through the model in one
-    forward (``batch_size`` images at a time: on a CPU, about 64 is fastest per image).
+    edge, as in captum's ``Occlusion``), the occluded image is ``x_p = x (1 - m_p) + b m_p``
+    with ``m_p`` the window's mask and ``b`` the ``baseline``; the map at a pixel is the mean
+    drop ``y(x) - y(x_p)`` over the windows that cover it. Many occluded copies go through the
+    model in one forward (``batch_size`` images at a time: on a CPU, about 64 is fastest).
 
     Args:
         window, stride: ints or ``(height, width)`` pairs, in pixels.
@@ -249,8 +254,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
                 drops.append(base - scores)
     drops = torch.cat(drops)  # (P, n)
     total = torch.einsum("pn,phw->nhw", drops, masks)
-    count = masks.sum(0)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))[:, None]
+    return (total / masks.sum(0))[:, None]  # every pixel is covered by at least one window
 
 
 def _repeat_target(target: Target, n: int):
