@@ -4,14 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test train figures bench clean-env help
+.PHONY: lab test test-browser train figures bench exercises slides clean-env help
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab on notebooks/"
 	@echo "make test     - library tests + every notebook under nbval"
 	@echo "make train    - retrain every checkpoint in data/ and rewrite data/MANIFEST.json"
 	@echo "make figures  - remake the README's figures in docs/"
-	@echo "make bench    - time the explanation methods against their limits and captum"
+	@echo "make bench    - time the explanation methods against their limits, captum and pytorch-grad-cam"
+	@echo "make exercises - student versions of the notebooks in build/exercises/ (nbgrader)"
+	@echo "make slides   - the group-meeting talk as build/talk.slides.html (opens offline)"
+	@echo "make test-browser - run notebooks in JupyterLab in a real (headless) Chromium"
 
 # (Re)install when .venv is missing or pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -34,6 +37,15 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m vismap.bench
+
+exercises: $(STAMP)
+	$(BIN)/python scripts/make_exercises.py
+
+slides: $(STAMP)
+	$(BIN)/python scripts/make_slides.py
+
+test-browser: $(STAMP)
+	$(BIN)/python scripts/browser_test.py
 
 clean-env:
 	rm -rf $(VENV)
