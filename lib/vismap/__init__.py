@@ -4,8 +4,12 @@ The library behind the course's notebooks:
 
 * :mod:`vismap.data` - procedural data with ground truth (Shapes scenes, dSprites sprites);
 * :mod:`vismap.models` - the course's small CNNs and their shipped checkpoints;
+* :mod:`vismap.vae` - the beta-VAE whose latent factors chapter 07 explains;
 * :mod:`vismap.train` - the plain training loop, and ``python -m vismap.train``;
-* :mod:`vismap.explain` - the explanation methods;
+* :mod:`vismap.explain` - the explanation methods, factor activation maps included;
+* :mod:`vismap.metrics` - how good a map is, measured against the ground truth;
+* :mod:`vismap.disentangle` - how well latent dimensions match the true factors (MIG);
+* :mod:`vismap.widgets` - interactive explorers for JupyterLab (imported on first use);
 * :mod:`vismap.bench` - ``python -m vismap.bench``, their speed against limits and captum.
 
     >>> import vismap as vm
@@ -15,15 +19,15 @@ The library behind the course's notebooks:
 
 import importlib
 
-from . import _core, data, explain, metrics, models
+from . import _core, data, disentangle, explain, metrics, models, vae
 
-__all__ = ["data", "models", "explain", "metrics", "train", "bench"]
+__all__ = ["data", "models", "vae", "explain", "metrics", "disentangle", "train", "bench", "widgets"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
     # The command-line modules are imported on first use, so that `python -m vismap.train`
     # (or `vismap.bench`) does not import its module twice.
-    if name in ("train", "bench"):
+    if name in ("train", "bench", "widgets"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'vismap' has no attribute {name!r}")

@@ -64,19 +64,24 @@ def _listing(names, limit: int = 60) -> str:
 
 
 def target_scores(output: torch.Tensor, target: Target) -> torch.Tensor:
-    """The score ``(n,)`` of ``target`` for each sample of the model ``output (n, classes)``."""
-    n = output.shape[0]
+    """The score ``(n,)`` of ``target`` for each sample of the model ``output (n, classes)``.
+
+    A callable target receives the output as it is - a tensor, or a tuple such as a VAE
+    encoder's ``(mu, logvar)`` - and returns one score per sample."""
     if callable(target) and not isinstance(target, torch.Tensor):
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        n = first.shape[0]
         scores = target(output)
         if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
             raise ValueError(f"a callable target must return one score per sample, shape "
                              f"({n},); it returned {shape}")
         return scores
-    if output.dim() != 2:
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"a class target needs a model output of shape (n, classes), got "
-                         f"{tuple(output.shape)}; use a callable target for other outputs")
-    index = target_classes(target, n, output.shape[1], output.device)
+                         f"{shape}; use a callable target for other outputs")
+    index = target_classes(target, output.shape[0], output.shape[1], output.device)
     return output.gather(1, index[:, None])[:, 0]
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .data import SHAPE_CLASSES
+from .vae import SpritesVAE
 
 __all__ = [
     "ShapesNet",
@@ -34,6 +35,7 @@ __all__ = [
     "shapes_gap",
     "shapes_allconv",
     "ARCHITECTURES",
+    "PRETRAINED",
     "data_dir",
     "read_manifest",
     "load_pretrained",
@@ -119,11 +121,15 @@ def shapes_allconv(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -
     return _he_init(ShapesNet(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
 
 
+#: The course's classifiers (each takes ``classes`` and ``batchnorm``).
 ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
     "shapes-cnn": shapes_cnn,
     "shapes-gap": shapes_gap,
     "shapes-allconv": shapes_allconv,
 }
+
+#: Every model shipped in ``data/``: the classifiers and chapter 07's beta-VAE.
+PRETRAINED: dict[str, Callable[[], nn.Module]] = {**ARCHITECTURES, "sprites-vae": SpritesVAE}
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +167,7 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
     read with ``torch.load(..., weights_only=True)`` (no code in a checkpoint is ever run).
 
     Args:
-        name: one of :data:`ARCHITECTURES` (``"shapes-cnn"``, ``"shapes-gap"``,
+        name: one of :data:`PRETRAINED` (``"shapes-cnn"``, ``"shapes-gap"``, ``"sprites-vae"``,
             ``"shapes-allconv"``).
         folder: where the checkpoints are; default :func:`data_dir`.
 
@@ -169,8 +175,8 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
         ValueError: an unknown name (the message lists the valid ones).
         CheckpointError: a missing, truncated or tampered file (``make train`` remakes it).
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(ARCHITECTURES)}")
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(PRETRAINED)}")
     folder = Path(folder) if folder is not None else data_dir()
     path = folder / f"{name}.pt"
     entry = read_manifest(folder).get("files", {}).get(path.name)
@@ -186,7 +192,7 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
             f"manifest says {entry['sha256'][:12]}...; {remake}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = ARCHITECTURES[name]()
+        model = PRETRAINED[name]()
         model.load_state_dict(state)
     except Exception as err:  # unreadable or wrong tensors despite a matching hash
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({err}); {remake}") from err
