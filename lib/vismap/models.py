@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from .data import SHAPE_CLASSES
+from .photos import (PHOTOS, ImageNetModel, WeightsUnavailableError, imagenet, load_photo,
+                     weights_path)
 from .vae import SpritesVAE
 
 __all__ = [
@@ -36,6 +38,12 @@ __all__ = [
     "shapes_allconv",
     "ARCHITECTURES",
     "PRETRAINED",
+    "imagenet",
+    "load_photo",
+    "PHOTOS",
+    "ImageNetModel",
+    "WeightsUnavailableError",
+    "weights_path",
     "data_dir",
     "read_manifest",
     "load_pretrained",
