@@ -108,7 +108,9 @@ def test_mutual_information_is_bounded_by_entropy():
     mu = torch.randn(len(f), 3, generator=torch.Generator().manual_seed(0))
     info = vm.disentangle.mutual_information(torch.cat([mu, f[:, 3:4]], 1), f)
     assert info.min() >= -1e-9
-    assert info[:3].max() < 0.05  # noise knows (almost) nothing
+    # noise knows nothing; the plug-in estimate is biased up by about (bins-1)(values-1)/2n
+    # (19 x 39 / 8000 = 0.09 nats for orientation's 40 values)
+    assert info[:3].max() < 0.15
     assert info[3, 3] > 0.9 * np.log(20)  # x position binned into 20 bins: ~log 20 nats
 
 
@@ -125,15 +127,16 @@ def test_disentangle_bad_input():
 def test_factor_cam_mu_equals_gradcam_with_a_mu_target(vae, sprites):
     x = sprites.images
     for i in (0, 7):
-        expected = vm.explain.gradcam(vae, x, lambda out: out[0][:, i], layer="encoder.4")
-        torch.testing.assert_close(vm.explain.factor_cam(vae, x, i), expected)
+        expected = vm.explain.gradcam(vae, x, lambda out: out[0][:, i], layer="encoder.3")
+        torch.testing.assert_close(
+            vm.explain.factor_cam(vae, x, i, statistic="mu", mode="gradcam"), expected)
 
 
 def test_joint_map_is_the_map_of_the_summed_score(vae, sprites):
     x = sprites.images
     joint = vm.explain.factor_cam(vae, x, [2, 5], statistic="kl", mode="elementwise")
     kl = lambda out: kl_per_dim(*out)[:, 2] + kl_per_dim(*out)[:, 5]  # noqa: E731
-    torch.testing.assert_close(joint, vm.explain.layercam(vae, x, kl, layer="encoder.4"))
+    torch.testing.assert_close(joint, vm.explain.layercam(vae, x, kl, layer="encoder.3"))
 
 
 def test_factor_cam_is_deterministic_and_leaves_the_model_alone(vae, sprites):
@@ -167,7 +170,7 @@ def test_factor_cam_of_a_blank_image_has_no_nan(vae):
     (dict(dims=[1, 1]), "distinct"),
     (dict(dims=0, statistic="logvar"), "unknown statistic 'logvar'; valid: mu, kl"),
     (dict(dims=0, mode="average"), "unknown mode 'average'; valid: gradcam, elementwise"),
-    (dict(dims=0, layer="encoder.99"), "encoder.4"),
+    (dict(dims=0, layer="encoder.99"), "encoder.3"),
 ])
 def test_factor_cam_bad_input(vae, sprites, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -211,3 +214,29 @@ def test_shipped_vae_separates_x_and_y_position():
     x_dim, y_dim = corr[:, 3].argmax(), corr[:, 4].argmax()
     assert x_dim != y_dim
     assert corr[x_dim, 3] >= 0.9 and corr[y_dim, 4] >= 0.9
+
+
+# ---------------------------------------------------------------------------- anomalies
+
+
+@pytest.mark.parametrize("kind", vm.data.ANOMALIES)
+def test_anomalies_are_new_pixels_away_from_the_sprite(kind):
+    from scipy import ndimage
+    clean = vm.data.make_sprites(40, seed=2).images
+    dirty, masks = vm.data.add_anomalies(clean, seed=1, kind=kind)
+    assert torch.equal(dirty[:, 0] != clean[:, 0], masks)  # the mask is exactly what changed
+    assert (masks.flatten(1).sum(1) >= 5).all()
+    for k in range(len(clean)):
+        near = ndimage.binary_dilation(clean[k, 0].numpy() > 0, iterations=2)
+        assert not (near & masks[k].numpy()).any()
+    again, _ = vm.data.add_anomalies(clean, seed=1, kind=kind)
+    assert torch.equal(again, dirty)
+
+
+def test_anomalies_bad_input():
+    with pytest.raises(ValueError, match="unknown anomaly 'dent'; valid: blob, scratch"):
+        vm.data.add_anomalies(torch.zeros(2, 1, 64, 64), kind="dent")
+    with pytest.raises(ValueError, match=r"\(n, 1, H, W\)"):
+        vm.data.add_anomalies(torch.zeros(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="no room"):
+        vm.data.add_anomalies(torch.ones(1, 1, 64, 64))

@@ -24,6 +24,7 @@ from itertools import product
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -37,6 +38,8 @@ __all__ = [
     "sprite_factor_grid",
     "render_sprites",
     "boxes_from_masks",
+    "ANOMALIES",
+    "add_anomalies",
 ]
 
 SIZE = 64
@@ -435,3 +438,54 @@ def make_sprites(n: int, seed: int = 0) -> Sprites:
                         enumerate(SPRITE_FACTORS)], 1).astype(np.float32)
     return Sprites(images=render_sprites(factors), factors=torch.from_numpy(factors),
                    seed=int(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# Anomalies: what the sprites VAE never saw, with a known mask (chapter 07)
+# --------------------------------------------------------------------------------------------
+
+ANOMALIES: tuple[str, ...] = ("blob", "scratch")
+_ANOMALY_GAP = 3  # pixels kept free between an anomaly and the sprite
+
+
+def add_anomalies(images: torch.Tensor, seed: int = 0,
+                  kind: str = "blob") -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint one anomaly into each binary image ``(n, 1, H, W)``, away from what is there.
+
+    ``"blob"``: a filled disk of radius 2.5-4 px; ``"scratch"``: a straight stroke about 2 px
+    wide and 10-18 px long at any angle. It is placed at least 3 px from every lit pixel of
+    the image, so the anomaly's mask is exactly the new pixels.
+
+    Returns:
+        ``(images, masks)``: the images with their anomaly (a new tensor) and the anomaly masks
+        ``(n, H, W)`` bool. The same seed gives the same anomalies.
+    """
+    if kind not in ANOMALIES:
+        raise ValueError(f"unknown anomaly {kind!r}; valid: {', '.join(ANOMALIES)}")
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape (n, 1, H, W), got {tuple(images.shape)}")
+    _check_n_seed(len(images), seed)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
+    h, w = images.shape[-2:]
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    out = images.clone()
+    masks = np.zeros((len(images), h, w), dtype=bool)
+    lit = images[:, 0].cpu().numpy() > 0
+    for k in range(len(images)):
+        keep_out = ndimage.binary_dilation(lit[k], iterations=_ANOMALY_GAP)
+        for _ in range(1000):
+            cx, cy = rng.uniform(5, w - 5), rng.uniform(5, h - 5)
+            if kind == "blob":
+                mask = (u - cx) ** 2 + (v - cy) ** 2 <= rng.uniform(2.5, 4.0) ** 2
+            else:
+                half, angle = rng.uniform(5, 9), rng.uniform(0, np.pi)
+                d = np.array([np.cos(angle), np.sin(angle)])
+                t = np.clip((u - cx) * d[0] + (v - cy) * d[1], -half, half)
+                mask = (u - cx - t * d[0]) ** 2 + (v - cy - t * d[1]) ** 2 <= 1.0
+            if mask.any() and not (mask & keep_out).any():
+                break
+        else:
+            raise ValueError(f"no room for a {kind} in image {k}: it is too full")
+        masks[k] = mask
+    out[:, 0][torch.from_numpy(masks)] = 1.0
+    return out, torch.from_numpy(masks)

@@ -461,8 +461,8 @@ def factor_score(dims, statistic: str = "mu"):
 MODES: dict = {"gradcam": gradcam, "elementwise": layercam}
 
 
-def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder.4",
-               statistic: str = "mu", mode: str = "gradcam",
+def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder.3",
+               statistic: str = "kl", mode: str = "elementwise",
                upsampled: bool = True) -> torch.Tensor:
     """Factor activation maps: where in the image a latent factor (or several) is read.
 
@@ -471,7 +471,10 @@ def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder
     ``s = sum_{i in dims} KL_i`` (:func:`factor_score`) - and the map is computed exactly as
     :func:`gradcam` (``mode="gradcam"``: ``ReLU(sum_k mean_ij(ds/dA^k) A^k)``) or as the
     element-wise form (``mode="elementwise"``: ``ReLU(sum_k ReLU(ds/dA^k) A^k)``) at the
-    encoder's ``layer``. No label is used; a set of dimensions gives their joint map, the map
+    encoder's ``layer`` (default: the ReLU after the 16x16 convolution of
+    :class:`vismap.vae.SpritesVAE`). The defaults are the source document's method - the
+    factor's own KL loss, element-wise - which localised best in chapter 07's measurements.
+    No label is used; a set of dimensions gives their joint map, the map
     of their summed score. Any model whose ``forward`` returns ``(mu, logvar)`` works; for
     any other embedding, call :func:`gradcam` with a callable target.
 

@@ -42,7 +42,7 @@ class SpritesVAE(nn.Module):
     ``decode(z)`` returns the decoder's pixel logits; ``reconstruct(x)`` the mean image.
 
     Layers: ``encoder.0 .. encoder.7`` are conv/ReLU pairs at 32x32, 16x16, 8x8 and 4x4
-    (``encoder.4`` is the 8x8 convolution that factor maps use by default).
+    (``encoder.3``, the ReLU after the 16x16 convolution, is where factor maps look by default).
     """
 
     def __init__(self, latents: int = LATENTS, channels: int = 32, hidden: int = 256):
