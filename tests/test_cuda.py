@@ -42,3 +42,23 @@ def test_cam_on_gpu():
     model = vm.models.load_pretrained("shapes-gap").cuda()
     maps = E.cam(model, d.images.cuda(), d.labels.cuda(), layer="features.10")
     assert maps.device.type == "cuda" and maps.shape == (4, 1, 64, 64)
+
+
+@pytest.mark.parametrize("statistic", ["mu", "kl"])
+@pytest.mark.parametrize("mode", ["gradcam", "elementwise"])
+def test_factor_cam_on_gpu_equals_cpu(statistic, mode):
+    torch.backends.cudnn.allow_tf32 = False
+    x = vm.data.make_sprites(8, seed=5).images
+    cpu = vm.models.load_pretrained("sprites-vae")
+    gpu = vm.models.load_pretrained("sprites-vae").cuda()
+    want = E.factor_cam(cpu, x, [0, 4, 9], statistic=statistic, mode=mode)
+    got = E.factor_cam(gpu, x.cuda(), [0, 4, 9], statistic=statistic, mode=mode)
+    assert got.device.type == "cuda"
+    assert ((got.cpu() - want).abs().max() / want.abs().max().clamp(min=1e-6)) < 1e-4
+
+
+def test_vae_training_step_on_gpu():
+    model = vm.vae.SpritesVAE().cuda()
+    out = vm.vae.vae_loss(model, vm.data.make_sprites(16, seed=1).images.cuda(), beta=4.0, tc=1.0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss"].device.type == "cuda"
