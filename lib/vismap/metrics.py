@@ -1,24 +1,55 @@
-"""Measuring explanations against the ground truth the course owns (masks and boxes).
+"""Measuring explanations against the ground truth the course owns (masks and boxes), against
+the model itself (deleting what a map points at), and against a randomised model.
+
+Against the ground truth:
 
 * :func:`pointing_game` - is a map's maximum on the object? (Zhang et al. 2016, *Top-down
   Neural Attention by Excitation Backprop*);
+* :func:`relevance_mass` - the share of a map's positive mass that lies on the object (the
+  energy-based pointing game of Wang et al. 2020, *Score-CAM*);
 * :func:`box_from_map` - Zhou et al. 2016's box: keep the pixels above 20 % of the map's
   maximum, take the largest connected component, box it;
 * :func:`box_iou`, :func:`localization_accuracy` - a box is correct when its intersection over
-  union with the true box is at least 0.5 (the ILSVRC localisation criterion CAM uses).
+  union with the true box is at least 0.5 (the ILSVRC localisation criterion CAM uses);
+* :func:`pixel_auroc` - the map as a pixel detector of a mask (anomaly localisation, ch. 07).
+
+Against the model (Petsiuk et al. 2018, *RISE*):
+
+* :func:`deletion_curve`, :func:`deletion_auc` - remove the pixels a map ranks first; a good
+  map makes the class probability fall fast (low area);
+* :func:`insertion_curve`, :func:`insertion_auc` - reveal them on a blurred copy; a good map
+  makes it rise fast (high area).
+
+Against a randomised model (Adebayo et al. 2018, *Sanity Checks for Saliency Maps*):
+
+* :func:`randomization_check` - randomise the layers from the top down and measure how much the
+  map changes (:func:`spearman`, :func:`ssim`).
 
 Maps are ``(n, 1, H, W)`` or ``(n, H, W)``; masks ``(n, H, W)`` bool; boxes ``(n, 4)`` as
 ``(x0, y0, x1, y1)`` in the pixel-edge convention of :mod:`vismap.data` (``x1 - x0`` is the
-width in pixels).
+width in pixels). A map with one channel per colour (the gradient methods, ``(n, C, H, W)``)
+becomes one importance per pixel with :func:`importance`.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
 import numpy as np
 import torch
-from scipy import ndimage
+import torch.nn.functional as F
+from scipy import ndimage, stats
+from torch import nn
 
-__all__ = ["pointing_game", "box_from_map", "box_iou", "localization_accuracy"]
+from ._core import Layer, Target, check_input, explaining, resolve_layer, target_classes
+
+__all__ = ["pointing_game", "box_from_map", "box_iou", "localization_accuracy",
+           "relevance_mass", "importance", "blur", "deletion_curve", "deletion_auc",
+           "insertion_curve", "insertion_auc", "spearman", "ssim", "randomization_check",
+           "Randomization", "BLUR_SIGMA", "pixel_auroc"]
 
 
 def _maps_2d(maps: torch.Tensor, what: str = "maps") -> torch.Tensor:
@@ -50,6 +81,45 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
     peak = flat.argmax(1)
     constant = flat.max(1).values == flat.min(1).values
     return masks.flatten(1).gather(1, peak[:, None])[:, 0].to(maps.device) & ~constant
+
+
+def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The share of each map's positive mass that lies inside the mask: the energy-based
+    pointing game (Wang et al. 2020, *Score-CAM*, Sec. 5.2; Arras et al. 2022 call it relevance
+    mass accuracy),
+
+    ``mass = sum_{p in mask} max(M_p, 0) / sum_p max(M_p, 0)``.
+
+    Unlike the pointing game it looks at the whole map, not only its peak. A map equal to the
+    mask scores 1, a map that is zero on the mask scores 0, and so does a map with no positive
+    value at all (it puts no mass anywhere; never NaN).
+
+    Args:
+        maps: ``(n, 1, H, W)`` or ``(n, H, W)``; a colour map ``(n, C, H, W)`` must first go
+            through :func:`importance`.
+        masks: ``(n, H, W)`` or ``(n, 1, H, W)`` bool, each with at least one pixel.
+
+    Returns:
+        ``(n,)`` float in [0, 1].
+    """
+    maps = _maps_2d(maps).float().clamp(min=0)
+    masks = _check_masks(masks, maps)
+    inside = (maps * masks).flatten(1).sum(1)
+    total = maps.flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))
+
+
+def _check_masks(masks: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``masks`` as ``(n, H, W)`` bool on the maps' device, the maps' shape, none empty."""
+    masks = _maps_2d(masks, "masks").bool().to(maps.device)
+    if masks.shape != maps.shape:
+        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ; "
+                         f"give one mask per map, at the map's resolution")
+    empty = (~masks.flatten(1).any(1)).nonzero()[:, 0].tolist()
+    if empty:
+        raise ValueError(f"the masks of images {empty[:10]}{' ...' if len(empty) > 10 else ''} "
+                         f"are empty: a mask must contain at least one pixel")
+    return masks
 
 
 def box_from_map(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
@@ -97,3 +167,372 @@ def localization_accuracy(maps: torch.Tensor, boxes: torch.Tensor, threshold: fl
     if len(predicted) != len(boxes):
         raise ValueError(f"{len(predicted)} maps but {len(boxes)} boxes")
     return (box_iou(predicted, boxes) >= iou).float().mean().item()
+
+
+def importance(maps: torch.Tensor) -> torch.Tensor:
+    """One importance per pixel, ``(n, 1, H, W)``, from a map of any method.
+
+    A map with several channels (the gradient methods' ``(n, C, H, W)``, signed) becomes the
+    channel sum of absolute values, ``sum_c |M_c|``: how strongly each pixel matters, whatever
+    the sign (Simonyan et al. 2014 take ``max_c |M_c|``; the sum is the common choice of the
+    evaluation papers and keeps every channel's evidence). A one-channel map ``(n, 1, H, W)`` or
+    ``(n, H, W)`` is kept as it is, sign included: for CAM, Grad-CAM or occlusion a larger value
+    *is* more evidence for the class, and a negative value evidence against it.
+    """
+    if maps.dim() == 3:
+        return maps[:, None]
+    if maps.dim() != 4:
+        raise ValueError(f"maps must have shape (n, C, H, W), (n, 1, H, W) or (n, H, W), got "
+                         f"{tuple(maps.shape)}")
+    return maps if maps.shape[1] == 1 else maps.abs().sum(1, keepdim=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Deletion and insertion (Petsiuk, Das & Saenko 2018, RISE, Sec. 4.2)
+# --------------------------------------------------------------------------------------------
+
+BLUR_SIGMA = 2.0
+"""Standard deviation in pixels of the ``"blur"`` baseline: about RISE's blur (an 11-pixel
+kernel on 224-pixel images) scaled to our 64-pixel ones. It keeps the colours and wipes out the
+outlines: shapes-cnn calls nearly every blurred image a circle (notebook 08)."""
+
+
+def blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """A Gaussian blur of the images ``x (n, C, H, W)``, per channel, standard deviation
+    ``sigma`` pixels, kernel ``2 ceil(3 sigma) + 1`` wide (at most the image allows), edges
+    reflected (torchvision's ``gaussian_blur``)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    check_input(x)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be a positive number of pixels, got {sigma!r}")
+    largest = 2 * min(x.shape[-2:]) - 1  # reflect padding needs kernel // 2 < the image size
+    size = min(2 * math.ceil(3 * sigma) + 1, largest)
+    return gaussian_blur(x, [size, size], [float(sigma), float(sigma)])
+
+
+def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The image that "removed" pixels take: a constant, ``"blur"``, or a tensor like ``x``."""
+    if isinstance(baseline, str):
+        if baseline != "blur":
+            raise ValueError(f"unknown baseline {baseline!r}; valid: 'blur', a number (a "
+                             f"constant image), or a tensor broadcastable to x {tuple(x.shape)}")
+        return blur(x)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if isinstance(baseline, torch.Tensor):
+        try:
+            return baseline.to(x.device, x.dtype).expand_as(x)
+        except RuntimeError:
+            pass
+        raise ValueError(f"a baseline tensor must be broadcastable to x {tuple(x.shape)}, got "
+                         f"{tuple(baseline.shape)}")
+    raise ValueError(f"baseline must be 'blur', a number or a tensor like x, got "
+                     f"{type(baseline).__name__}")
+
+
+def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Pixel indices ``(n, H*W)`` from the most to the least important by ``importance(maps)``.
+
+    Ties (the zeros of a ReLU'd map, a constant map) are broken by one fixed random permutation
+    of the pixels, so that no part of the image (the top rows, say) goes first by accident.
+    """
+    if not isinstance(maps, torch.Tensor):
+        raise ValueError(f"maps must be a tensor, got {type(maps).__name__}")
+    scores = importance(maps).detach()
+    n, _, h, w = x.shape
+    if scores.shape[0] != n or scores.shape[-2:] != (h, w):
+        raise ValueError(f"maps {tuple(maps.shape)} do not fit the images {tuple(x.shape)}: "
+                         f"give one map per image at the image's resolution ({h}x{w})")
+    scores = scores.flatten(1).to(x.device)
+    shuffle = torch.randperm(h * w, generator=torch.Generator().manual_seed(0)).to(x.device)
+    ranked = scores[:, shuffle].argsort(dim=1, descending=True, stable=True)
+    return shuffle[ranked]
+
+
+def _perturbation_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor,
+                        steps: int, start: torch.Tensor, end: torch.Tensor,
+                        batch_size: int) -> torch.Tensor:
+    """The target's probability on images that take, at step ``k``, the ``round(k H W /
+    steps)`` pixels the map ranks first from ``end`` and the others from ``start``."""
+    n, _, h, w = x.shape
+    if callable(target) and not isinstance(target, torch.Tensor):
+        raise ValueError("deletion and insertion measure a class's softmax probability: give an "
+                         "int or one class per image, not a callable target")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1 (the curve has steps + 1 points), got "
+                         f"{steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    order = _pixel_order(maps, x)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(h * w, device=x.device).expand(n, -1))  # rank of every pixel
+    counts = torch.round(torch.arange(steps + 1, device=x.device) * (h * w / steps)).long()
+    probs = torch.empty(n * (steps + 1), device=x.device)
+    with explaining(model), torch.no_grad():
+        classes = None
+        for first in range(0, n * (steps + 1), batch_size):
+            j = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=x.device)
+            i, k = j // (steps + 1), j % (steps + 1)  # image, step
+            changed = (rank[i] < counts[k, None]).view(-1, 1, h, w).to(x.dtype)
+            batch = start[i] * (1 - changed) + end[i] * changed
+            out = model(batch.contiguous(memory_format=torch.channels_last))
+            if classes is None:
+                classes = target_classes(target, n, out.shape[1], x.device)
+            probs[j] = F.softmax(out, 1).gather(1, classes[i, None])[:, 0]
+    return probs.view(n, steps + 1)
+
+
+def deletion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
+                   steps: int = 32, baseline: float | str | torch.Tensor = 0.0,
+                   batch_size: int = 64) -> torch.Tensor:
+    """The deletion curve (Petsiuk, Das & Saenko 2018, *RISE: Randomized Input Sampling for
+    Explanation of Black-box Models*, Sec. 4.2).
+
+    Order the pixels by the map, most important first (:func:`importance`: a colour map by
+    ``sum_c |M_c|``, a one-channel map by its signed value; ties broken at random, by a fixed
+    permutation). At step ``k = 0 .. steps`` replace the first ``round(k H W / steps)`` of them
+    (all channels) by the ``baseline`` and record the target's softmax probability
+    ``p_k = softmax(f(x_k))_c``. If the map found what the model uses, the probability falls
+    at once. All ``n (steps + 1)`` perturbed images go through the model ``batch_size`` at a
+    time (on a CPU about 64 is fastest, as for :func:`vismap.explain.occlusion`; on a GPU give
+    more), under ``torch.no_grad()``; the model is left as it was.
+
+    Args:
+        model: a classifier, ``(n, C, H, W) -> (n, classes)`` logits.
+        x: images ``(n, C, H, W)``.
+        target: the class, an int or one per image.
+        maps: ``(n, 1, H, W)``, ``(n, H, W)`` or ``(n, C, H, W)``.
+        steps: the number of equal fractions, >= 1.
+        baseline: what deleted pixels become: a number (a constant image; RISE uses 0), the
+            string ``"blur"`` (:func:`blur` of ``x``), or a tensor broadcastable to ``x``.
+
+    Returns:
+        ``(n, steps + 1)`` probabilities at the fractions ``0, 1/steps, ..., 1``.
+    """
+    check_input(x)
+    base = _baseline(baseline, x)
+    return _perturbation_curve(model, x, target, maps, steps, x, base, batch_size)
+
+
+def insertion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
+                    steps: int = 32, baseline: float | str | torch.Tensor = "blur",
+                    batch_size: int = 64) -> torch.Tensor:
+    """The insertion curve (Petsiuk et al. 2018, Sec. 4.2): start from the ``baseline`` (by
+    default a blurred copy of the image, as in RISE) and put back the image's pixels in the
+    map's order; a good map makes the probability rise at once. Arguments and returns as
+    :func:`deletion_curve`: ``(n, steps + 1)``, from the baseline (fraction 0) to the image
+    (fraction 1)."""
+    check_input(x)
+    base = _baseline(baseline, x)
+    return _perturbation_curve(model, x, target, maps, steps, base, x, batch_size)
+
+
+def _auc(curve: torch.Tensor) -> torch.Tensor:
+    """Area under ``curve (n, steps + 1)`` over the fractions [0, 1], trapezoid rule."""
+    return torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
+
+
+def deletion_auc(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
+                 steps: int = 32, baseline: float | str | torch.Tensor = 0.0,
+                 batch_size: int = 64) -> torch.Tensor:
+    """Area under the :func:`deletion_curve` (trapezoid rule over the deleted fraction in
+    [0, 1]), ``(n,)``. **Lower is better**: the probability falls fast when what the map ranks
+    first is deleted."""
+    return _auc(deletion_curve(model, x, target, maps, steps=steps, baseline=baseline,
+                               batch_size=batch_size))
+
+
+def insertion_auc(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
+                  steps: int = 32, baseline: float | str | torch.Tensor = "blur",
+                  batch_size: int = 64) -> torch.Tensor:
+    """Area under the :func:`insertion_curve` (trapezoid rule over the inserted fraction in
+    [0, 1]), ``(n,)``. **Higher is better**."""
+    return _auc(insertion_curve(model, x, target, maps, steps=steps, baseline=baseline,
+                                batch_size=batch_size))
+
+
+# --------------------------------------------------------------------------------------------
+# Sanity checks (Adebayo et al. 2018)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    if a.shape != b.shape or a.dim() < 2:
+        raise ValueError(f"compare two batches of maps of the same shape (n, ...), got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    return (a.detach().flatten(1).cpu().double().numpy(),
+            b.detach().flatten(1).cpu().double().numpy())
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation between paired maps ``a, b (n, ...)``, one per pair ``(n,)``:
+    the Pearson correlation of their pixel ranks (tied pixels share the mean of their ranks).
+    A constant map has no order to compare: its correlation is 0, not NaN."""
+    from scipy.stats import rankdata  # imported here: scipy.stats takes a second to import
+
+    a, b = _as_rows(a, b)
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+    norm = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    rho = np.where(norm > 0, (ra * rb).sum(1) / np.where(norm > 0, norm, 1.0), 0.0)
+    return torch.from_numpy(rho).float()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity (Wang, Bovik, Sheikh & Simoncelli 2004) of paired maps
+    ``a, b (n, H, W)`` or ``(n, 1, H, W)``, one per pair ``(n,)``, with the paper's settings:
+    an 11x11 Gaussian window of standard deviation 1.5, ``K1 = 0.01``, ``K2 = 0.03``
+    (``skimage.metrics.structural_similarity``; the mean is taken away from a 5-pixel border,
+    less on maps smaller than 11 pixels)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _maps_2d(a).detach().cpu().double(), _maps_2d(b).detach().cpu().double()
+    if a.shape != b.shape:
+        raise ValueError(f"compare maps of the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    side = min(a.shape[-2:])
+    window = min(11, side if side % 2 else side - 1)
+    return torch.tensor([structural_similarity(p.numpy(), q.numpy(), data_range=data_range,
+                                               gaussian_weights=True, sigma=1.5,
+                                               use_sample_covariance=False, win_size=window)
+                         for p, q in zip(a, b)], dtype=torch.float32)
+
+
+@dataclass
+class Randomization:
+    """What :func:`randomization_check` measured.
+
+    Attributes:
+        layers: the names randomised at each step, ``k`` of them (a step may be a group).
+        spearman: ``(k,)`` rank correlation with the original map after step ``k``, the mean
+            over the images; ``spearman_images (k, n)`` per image.
+        ssim: ``(k,)`` structural similarity, likewise; ``ssim_images (k, n)``.
+        maps: ``(k + 1, n, H, W)`` the compared maps, ``maps[0]`` the original: absolute
+            importance, normalised to [0, 1] per map.
+    """
+
+    layers: list[str]
+    spearman: torch.Tensor
+    ssim: torch.Tensor
+    spearman_images: torch.Tensor
+    ssim_images: torch.Tensor
+    maps: torch.Tensor
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def _layer_steps(model: nn.Module, layers) -> list[list[str]]:
+    """The names randomised at each step: given (a name, a module, or a list of them per step),
+    or every module with parameters of its own, from the last registered (the output) up."""
+    if layers is None:
+        steps = [[name] for name, m in model.named_modules() if _owns_parameters(m)][::-1]
+        if not steps:
+            raise ValueError("the model has no parameters to randomise")
+        return steps
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    steps = []
+    for step in layers:
+        group = [step] if isinstance(step, (str, nn.Module)) else list(step)
+        names = [resolve_layer(model, layer)[0] for layer in group]
+        for name in names:
+            if not any(True for _ in model.get_submodule(name).parameters()):
+                raise ValueError(f"layer {name!r} has no parameters to randomise")
+        steps.append(names)
+    if not steps:
+        raise ValueError("layers is empty: give at least one layer to randomise")
+    return steps
+
+
+def _compared(maps: torch.Tensor) -> torch.Tensor:
+    """Adebayo et al.'s comparison form: the absolute importance, normalised to [0, 1]."""
+    m = importance(maps).abs()[:, 0].detach().float()
+    flat = m.flatten(1)
+    top = flat.max(1, keepdim=True).values
+    return torch.where(top > 0, flat / top.clamp(min=1e-30), torch.zeros_like(flat)).view_as(m)
+
+
+def randomization_check(model: nn.Module, x: torch.Tensor, target: Target,
+                        method: Callable[[nn.Module, torch.Tensor, Target], torch.Tensor], *,
+                        layers: Sequence[Layer | Sequence[Layer]] | None = None,
+                        seed: int = 0) -> Randomization:
+    """Cascading model-parameter randomisation (Adebayo, Gilmer, Muelly, Goodfellow, Hardt &
+    Kim 2018, *Sanity Checks for Saliency Maps*, Sec. 4.1).
+
+    An explanation of what the *model* learnt must change when the model's weights are
+    destroyed. On a deep copy of ``model`` (the caller's is never touched), the layers are
+    re-initialised from the top (the output) down, cumulatively: step 1 randomises the last
+    layer, step 2 also the one below, and so on. After each step the map
+    ``method(copy, x, target)`` is recomputed and compared with the original map by
+    :func:`spearman` and :func:`ssim`. As in the paper both maps are compared by their
+    *absolute* values, each normalised to [0, 1] by its maximum (a colour map first becomes
+    ``sum_c |M_c|``, :func:`importance`).
+
+    Re-initialisation is each layer's own ``reset_parameters()`` (PyTorch's default
+    initialisation, the paper's "initialisation distribution"), drawn from ``torch.manual_seed(
+    seed + step)`` inside ``torch.random.fork_rng()``: the result is reproducible and the
+    caller's random state is left alone.
+
+    Args:
+        method: ``(model, x, target) -> maps``, e.g. ``vm.explain.saliency`` or
+            ``lambda m, x, t: vm.explain.gradcam(m, x, t, layer="features.10")``.
+        layers: what to randomise at each step, in order: names or modules, or a list of them
+            for a group randomised in one step. Default: every module with parameters of its
+            own, from the last registered to the first (the top-down order for networks whose
+            modules are registered in the order they run, as the course's and torchvision's).
+        seed: the seed of the new weights.
+
+    Returns:
+        :class:`Randomization`: per step the layer names, the mean rank correlation and SSIM
+        over the images (and per image), and the compared maps.
+    """
+    check_input(x)
+    steps = _layer_steps(model, layers)
+    clone = copy.deepcopy(model)
+    maps = [_compared(method(clone, x, target))]
+    with torch.random.fork_rng(devices=[]):
+        for k, names in enumerate(steps, start=1):
+            torch.manual_seed(seed + k)
+            for name in names:
+                for m in clone.get_submodule(name).modules():
+                    if hasattr(m, "reset_parameters") and _owns_parameters(m):
+                        m.reset_parameters()
+            maps.append(_compared(method(clone, x, target)))
+    if maps[0].shape != maps[-1].shape:
+        raise ValueError(f"method returned maps of shape {tuple(maps[0].shape)} and then "
+                         f"{tuple(maps[-1].shape)}")
+    rho = torch.stack([spearman(maps[0], m) for m in maps[1:]])
+    sim = torch.stack([ssim(maps[0], m) for m in maps[1:]])
+    return Randomization(layers=[" + ".join(names) for names in steps], spearman=rho.mean(1),
+                         ssim=sim.mean(1), spearman_images=rho, ssim_images=sim,
+                         maps=torch.stack(maps).cpu())
+
+
+def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
+    """Pixel-level area under the ROC curve of ``maps`` as detectors of ``masks``, pooled over
+    all pixels of all images: the probability that a random pixel inside a mask scores above a
+    random pixel outside it (ties count one half). It is the Mann-Whitney statistic
+    ``AUROC = (R_+ - n_+ (n_+ + 1) / 2) / (n_+ n_-)``, with ``R_+`` the rank sum of the
+    positive pixels. 0.5 is chance, 1 a perfect detector.
+
+    Args:
+        maps: ``(n, 1, H, W)``, ``(n, C, H, W)`` (channels summed) or ``(n, H, W)``.
+        masks: ``(n, H, W)`` bool, at least one pixel in and one out.
+    """
+    if maps.dim() == 4 and maps.shape[1] > 1:
+        maps = maps.sum(1, keepdim=True)
+    maps = _maps_2d(maps)
+    masks = _maps_2d(masks, "masks").bool()
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
+    positive = masks.reshape(-1).cpu().numpy()
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("pixel_auroc needs masks with both positive and negative pixels; "
+                         f"got {n_pos} positive and {n_neg} negative")
+    ranks = stats.rankdata(maps.detach().reshape(-1).double().cpu().numpy())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -1,0 +1,312 @@
+"""vismap.metrics: relevance mass, deletion / insertion (RISE), the randomisation sanity check.
+
+Every metric on hand-made cases whose answer is known; every bad input gives a ValueError that
+says what is wrong. (pointing_game, box_from_map and localization_accuracy are tested in
+test_coarse.py.)"""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from vismap import explain as E
+from vismap import metrics as M
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+class MeanModel(nn.Module):
+    """Two classes with probabilities ``(m + e) / (1 + 2e)`` and ``(1 - m + e) / (1 + 2e)``,
+    ``m`` the image's mean: class 0's probability is the share of the image that is still 1."""
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([torch.log(m + 1e-6), torch.log(1 - m + 1e-6)], 1)
+
+
+class QuadrantModel(nn.Module):
+    """Class 0's logit is a weighted sum of the top-left quadrant only; class 1's is 0."""
+
+    def __init__(self, size=8):
+        super().__init__()
+        self.size = size
+        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, (size // 2) ** 2 * 3).view(
+            1, 3, size // 2, size // 2))
+        self.dropout = nn.Dropout(0.5)  # must be off while the metric runs
+
+    def forward(self, x):
+        h = self.size // 2
+        score = self.dropout((self.weight * x[:, :, :h, :h]).sum((1, 2, 3)) - 3.0)
+        return torch.stack([score, torch.zeros_like(score)], 1)
+
+
+class LinearModel(nn.Module):
+    """Class 0's logit is ``sum(w x) - b`` with positive weights ``w``; class 1's is 0."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), bias
+
+    def forward(self, x):
+        score = (self.weight * x).sum((1, 2, 3)) - self.bias
+        return torch.stack([score, torch.zeros_like(score)], 1)
+
+
+def tiny_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+
+
+# ------------------------------------------------------------------ relevance mass
+
+def test_relevance_mass_by_hand():
+    masks = torch.zeros(4, 6, 6, dtype=torch.bool)
+    masks[:, 1:4, 1:4] = True  # 9 pixels of 36
+    maps = torch.stack([masks.float()[0],  # the mask itself: the maximum, 1
+                        (~masks).float()[0],  # the reversed map: the minimum, 0
+                        torch.ones(6, 6),  # uniform: the mask's area, 9 / 36
+                        -masks.float()[0]])  # no positive mass anywhere: 0, not NaN
+    got = M.relevance_mass(maps[:, None], masks)
+    torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.25, 0.0]))
+    # only the positive part counts: a negative value inside the mask does not add to it
+    signed = masks.float()[0] * 2 - (~masks).float()[0]
+    assert M.relevance_mass(signed[None], masks[:1]).item() == 1.0
+    half = torch.zeros(6, 6)
+    half[2, 2], half[5, 5] = 3.0, 1.0
+    assert M.relevance_mass(half[None], masks[:1]).item() == pytest.approx(0.75)
+
+
+def test_relevance_mass_never_nan():
+    masks = torch.ones(3, 4, 4, dtype=torch.bool)
+    got = M.relevance_mass(torch.zeros(3, 1, 4, 4), masks)
+    assert got.tolist() == [0.0, 0.0, 0.0]
+    got = M.relevance_mass(torch.full((1, 4, 4), 1e-30), masks[:1])
+    assert torch.isfinite(got).all() and got.item() == pytest.approx(1.0)
+
+
+def test_relevance_mass_bad_input():
+    masks = torch.ones(3, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"maps \(3, 5, 5\) and masks \(3, 4, 4\) differ"):
+        M.relevance_mass(torch.rand(3, 5, 5), masks)
+    with pytest.raises(ValueError, match=r"maps \(2, 4, 4\) and masks \(3, 4, 4\) differ"):
+        M.relevance_mass(torch.rand(2, 4, 4), masks)
+    masks[1] = False
+    with pytest.raises(ValueError, match=r"masks of images \[1\] are empty"):
+        M.relevance_mass(torch.rand(3, 4, 4), masks)
+    with pytest.raises(ValueError, match=r"maps must have shape \(n, 1, H, W\)"):
+        M.relevance_mass(torch.rand(3, 3, 4, 4), torch.ones(3, 4, 4, dtype=torch.bool))
+
+
+def test_importance():
+    maps = torch.tensor([[[[1.0, -2.0]], [[-3.0, 0.5]]]])  # (1, 2, 1, 2)
+    assert M.importance(maps).tolist() == [[[[4.0, 2.5]]]]
+    signed = torch.tensor([[[[1.0, -2.0]]]])
+    assert M.importance(signed) is signed  # one channel: kept, sign included
+    assert M.importance(signed[:, 0]).shape == (1, 1, 1, 2)
+
+
+# ------------------------------------------------------------------ deletion and insertion
+
+def test_deletion_and_insertion_curves_by_hand():
+    # p_0 = mean of the image; deleting k/4 of an all-ones image leaves mean 1 - k/4, and the
+    # trapezoid rule integrates a straight line exactly: AUC = 1/2 for any map.
+    x = torch.ones(2, 3, 8, 8)
+    maps = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    line = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    p = (line + 1e-6) / (1 + 2e-6)
+    curve = M.deletion_curve(MeanModel(), x, 0, maps, steps=4)
+    torch.testing.assert_close(curve, p.expand(2, -1))
+    torch.testing.assert_close(M.deletion_auc(MeanModel(), x, 0, maps, steps=4),
+                               torch.full((2,), 0.5))
+    curve = M.insertion_curve(MeanModel(), x, [0, 0], maps, steps=4, baseline=0.0)
+    torch.testing.assert_close(curve, p.flip(0).expand(2, -1))
+    torch.testing.assert_close(M.insertion_auc(MeanModel(), x, 0, maps, steps=4, baseline=0.0),
+                               torch.full((2,), 0.5))
+    # one step: the image, then the baseline
+    torch.testing.assert_close(M.deletion_curve(MeanModel(), x, 0, maps, steps=1),
+                               p[[0, 4]].expand(2, -1))
+
+
+def test_deletion_of_an_irrelevant_region_changes_nothing():
+    model = QuadrantModel().train()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) + 0.5
+    outside = torch.ones(3, 1, 8, 8)
+    outside[:, :, :4, :4] = 0.0  # the map ranks everything but the top-left quadrant first
+    curve = M.deletion_curve(model, x, 0, outside, steps=8)  # 8 pixels a step, 48 outside
+    flat = curve[:, :7]  # fractions 0 .. 6/8 = 48/64: only the outside has gone
+    torch.testing.assert_close(flat, curve[:, :1].expand_as(flat), rtol=0, atol=0)
+    assert (curve[:, -1] < curve[:, 0] - 0.5).all()  # then the quadrant goes, and the class
+    inserted = M.insertion_curve(model, x, 0, outside, steps=8, baseline=0.0)
+    torch.testing.assert_close(inserted[:, :7], inserted[:, :1].expand(3, 7), rtol=0, atol=0)
+    # the quadrant first: the probability falls at once (by the first quarter)
+    inside = 1 - outside
+    first = M.deletion_curve(model, x, 0, inside, steps=8)
+    assert (first[:, 2] < 0.1).all() and (curve[:, 2] > 0.9).all()
+
+
+def test_true_order_beats_the_reversed_order():
+    g = torch.Generator().manual_seed(2)
+    w = torch.rand(1, 3, 8, 8, generator=g) + 0.1
+    x = torch.rand(4, 3, 8, 8, generator=g)
+    model = LinearModel(w, bias=(w * x).sum((1, 2, 3)).mean().item() / 2)
+    truth = (w * x).sum(1, keepdim=True)  # each pixel's contribution to the score
+    for steps in (4, 16):
+        best = M.deletion_auc(model, x, 0, truth, steps=steps)
+        worst = M.deletion_auc(model, x, 0, -truth, steps=steps)
+        assert (best < worst - 0.1).all()
+        best = M.insertion_auc(model, x, 0, truth, steps=steps, baseline=0.0)
+        worst = M.insertion_auc(model, x, 0, -truth, steps=steps, baseline=0.0)
+        assert (best > worst + 0.1).all()
+    # a colour map is ordered by sum_c |M_c|: the per-channel contributions give the same order
+    torch.testing.assert_close(M.deletion_auc(model, x, 0, w * x, steps=8),
+                               M.deletion_auc(model, x, 0, truth, steps=8))
+
+
+def test_deletion_batches_baselines_and_model_left_alone():
+    model = QuadrantModel().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    maps = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    one = M.deletion_curve(model, x, [0, 1, 0], maps, steps=5, batch_size=1)
+    big = M.deletion_curve(model, x, torch.tensor([0, 1, 0]), maps, steps=5, batch_size=256)
+    torch.testing.assert_close(one, big)  # and dropout was off: the same numbers twice
+    assert model.training and model.weight.requires_grad and model.weight.grad is None
+    assert hook_count(model) == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # baselines: "blur" is blur(x); a number is a constant image; a tensor broadcasts
+    torch.testing.assert_close(M.insertion_curve(model, x, 0, maps, steps=4),
+                               M.insertion_curve(model, x, 0, maps, steps=4,
+                                                 baseline=M.blur(x)))
+    torch.testing.assert_close(M.deletion_curve(model, x, 0, maps, steps=4, baseline=0.5),
+                               M.deletion_curve(model, x, 0, maps, steps=4,
+                                                baseline=torch.tensor(0.5)))
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    torch.testing.assert_close(M.blur(flat), flat)  # blurring a constant image changes nothing
+    assert M.blur(x, sigma=1.0).shape == x.shape
+
+
+def test_all_zero_maps_give_numbers_not_nan():
+    model = QuadrantModel()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    zeros = torch.zeros(2, 1, 8, 8)
+    for f in (M.deletion_auc, M.insertion_auc):
+        assert torch.isfinite(f(model, x, 0, zeros, steps=4)).all()
+    assert torch.isfinite(M.spearman(zeros, torch.rand(2, 1, 8, 8))).all()
+    assert M.spearman(zeros, zeros).tolist() == [0.0, 0.0]
+    assert torch.isfinite(M.ssim(zeros, zeros)).all()
+
+
+def test_deletion_bad_input():
+    model = QuadrantModel()
+    x, maps = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1.*got 0"):
+        M.deletion_auc(model, x, 0, maps, steps=0)
+    with pytest.raises(ValueError, match="unknown baseline 'gauss'; valid: 'blur'"):
+        M.insertion_auc(model, x, 0, maps, baseline="gauss")
+    with pytest.raises(ValueError, match="target has 3 classes for a batch of 2 images"):
+        M.deletion_auc(model, x, [0, 1, 0], maps)
+    with pytest.raises(ValueError, match="out of range"):
+        M.deletion_auc(model, x, 2, maps)
+    with pytest.raises(ValueError, match=r"maps \(2, 1, 6, 6\) do not fit the images "
+                                         r"\(2, 3, 8, 8\)"):
+        M.deletion_auc(model, x, 0, torch.rand(2, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"maps \(3, 1, 8, 8\) do not fit"):
+        M.insertion_auc(model, x, 0, torch.rand(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="not a callable target"):
+        M.deletion_auc(model, x, lambda out: out[:, 0], maps)
+    with pytest.raises(ValueError, match=r"broadcastable to x \(2, 3, 8, 8\)"):
+        M.deletion_auc(model, x, 0, maps, baseline=torch.zeros(5, 8, 8))
+    with pytest.raises(ValueError, match="sigma must be a positive"):
+        M.blur(x, sigma=0)
+    assert hook_count(model) == 0
+
+
+# ------------------------------------------------------------------ sanity checks
+
+def test_spearman_and_ssim_against_references():
+    g = torch.Generator().manual_seed(6)
+    a = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()  # many ties
+    b = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()
+    want = [stats.spearmanr(p.flatten().numpy(), q.flatten().numpy()).statistic
+            for p, q in zip(a, b)]
+    np.testing.assert_allclose(M.spearman(a, b).numpy(), want, rtol=1e-5)
+    assert M.spearman(a, 2 * a + 1).tolist() == pytest.approx([1.0] * 3)
+    assert M.spearman(a, -a).tolist() == pytest.approx([-1.0] * 3)
+    c = torch.rand(2, 16, 16, generator=g)
+    assert M.ssim(c, c).tolist() == pytest.approx([1.0, 1.0])
+    assert (M.ssim(c, 1 - c) < 0).all()
+    with pytest.raises(ValueError, match="same shape"):
+        M.spearman(a, b[:2])
+
+
+def test_randomization_check_on_a_tiny_model():
+    model = tiny_cnn()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    rng = torch.get_rng_state()
+    result = M.randomization_check(model, x, 1, E.saliency, seed=3)
+    assert result.layers == ["5", "2", "0"]  # the linear layer, then the convs, top down
+    assert result.spearman.shape == result.ssim.shape == (3,)
+    assert result.spearman_images.shape == (3, 6) and result.maps.shape == (4, 6, 8, 8)
+    assert result.maps.min() >= 0 and result.maps.flatten(2).amax(2).eq(1).all()
+    rho = result.spearman.tolist()
+    assert rho[0] < 0.9 and rho[-1] < rho[0] and rho[-1] < 0.5, rho  # the gradient changes
+    assert result.ssim[-1] < result.ssim[0]
+    # the caller's model: bit-identical parameters, same mode and flags; random state untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+    again = M.randomization_check(model, x, 1, E.saliency, seed=3)
+    torch.testing.assert_close(again.spearman, result.spearman)  # reproducible
+
+
+def test_randomization_check_of_a_method_that_ignores_the_model():
+    # an "explanation" that is the image itself (an edge detector, in Adebayo's words) passes
+    # through every randomisation unchanged: correlation 1 and SSIM 1 at every step
+    model = tiny_cnn(1)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    result = M.randomization_check(model, x, 0, lambda m, x, t: x.abs(),
+                                   layers=["5", ["2", "0"]])
+    assert result.layers == ["5", "2 + 0"]
+    assert result.spearman.tolist() == pytest.approx([1.0, 1.0])
+    assert result.ssim.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_randomization_check_bad_input():
+    model = tiny_cnn()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="unknown layer '9'"):
+        M.randomization_check(model, x, 0, E.saliency, layers=["9"])
+    with pytest.raises(ValueError, match="layer '1' has no parameters"):
+        M.randomization_check(model, x, 0, E.saliency, layers=["1"])
+    with pytest.raises(ValueError, match="layers is empty"):
+        M.randomization_check(model, x, 0, E.saliency, layers=[])
+    with pytest.raises(ValueError, match="no parameters to randomise"):
+        M.randomization_check(nn.Sequential(nn.ReLU()), x, 0, lambda m, x, t: x)
+
+
+def test_pixel_auroc_known_answers():
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 2:4, 2:4] = True
+    assert M.pixel_auroc(masks.float(), masks) == 1.0  # the mask itself: perfect
+    assert M.pixel_auroc(-masks.float(), masks) == 0.0  # reversed: worst
+    assert M.pixel_auroc(torch.zeros(2, 8, 8), masks) == 0.5  # all ties: chance
+    # against the definition: P(score of a positive > score of a negative), ties 1/2
+    torch.manual_seed(0)
+    maps = torch.randn(2, 1, 8, 8)
+    pos, neg = maps[:, 0][masks], maps[:, 0][~masks]
+    direct = ((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean()
+    assert M.pixel_auroc(maps, masks) == pytest.approx(direct.item(), abs=1e-6)
+
+
+def test_pixel_auroc_bad_input():
+    with pytest.raises(ValueError, match="differ"):
+        M.pixel_auroc(torch.zeros(2, 8, 8), torch.zeros(2, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="both positive and negative"):
+        M.pixel_auroc(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool))
