@@ -310,3 +310,14 @@ def test_layer_names_are_checked():
     assert "'features.9'" in str(err.value) and "'classifier.1'" in str(err.value)
     with pytest.raises(ValueError, match="not a module of this model"):
         resolve_layer(model, nn.Conv2d(1, 1, 1))
+
+
+def test_occlusion_splits_many_images_into_batches():
+    model = vm.models.load_pretrained("shapes-cnn")
+    d = vm.data.make_shapes(10, seed=8)
+    baseline = torch.rand_like(d.images)
+    whole = vm.explain.occlusion(model, d.images, d.labels, window=16, stride=16,
+                                 baseline=baseline, batch_size=1000)
+    split = vm.explain.occlusion(model, d.images, d.labels, window=16, stride=16,
+                                 baseline=baseline, batch_size=4)
+    torch.testing.assert_close(split, whole)

@@ -234,6 +234,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
     """
     check_input(x)
     n, _, height, width = x.shape
+    if n > batch_size:  # one image-chunk at a time keeps every forward at about batch_size
+        return torch.cat([
+            occlusion(model, x[i:i + batch_size], _slice_target(target, i, i + batch_size, n),
+                      window=window, stride=stride, baseline=_slice_baseline(baseline, x, i,
+                                                                            batch_size),
+                      batch_size=batch_size)
+            for i in range(0, n, batch_size)])
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     if wh > height or ww > width:
         raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image")
@@ -264,6 +271,20 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
     drops = torch.cat(drops)  # (P, n)
     total = torch.einsum("pn,phw->nhw", drops, masks)
     return (total / masks.sum(0))[:, None]  # every pixel is covered by at least one window
+
+
+def _slice_target(target: Target, start: int, stop: int, n: int) -> Target:
+    """The targets of samples ``start:stop``: a per-sample target is sliced, the rest kept."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    index = torch.as_tensor(target)
+    return index[start:stop] if index.dim() == 1 and len(index) == n else target
+
+
+def _slice_baseline(baseline, x: torch.Tensor, start: int, size: int):
+    """The baseline of samples ``start:start+size`` when it has one row per sample."""
+    b = torch.as_tensor(baseline)
+    return b[start:start + size] if b.dim() == x.dim() and b.shape[0] == x.shape[0] > 1 else baseline
 
 
 def _repeat_target(target: Target, n: int):
