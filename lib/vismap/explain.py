@@ -437,6 +437,22 @@ STATISTICS: dict = {
 }
 
 
+def _shapes(output) -> object:
+    """A model output's shape(s), for error messages."""
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (tuple, list)):
+        return [_shapes(t) for t in output]
+    return type(output).__name__
+
+
+def _is_posterior(output) -> bool:
+    """Is ``output`` a ``(mu, logvar)`` pair of equal ``(n, latents)`` tensors?"""
+    return (isinstance(output, (tuple, list)) and len(output) == 2
+            and all(isinstance(t, torch.Tensor) for t in output)
+            and output[0].dim() == 2 and output[0].shape == output[1].shape)
+
+
 def factor_score(dims, statistic: str = "mu"):
     """The target of a factor map: ``s(x) = sum_{i in dims} stat(N(mu_i(x), sigma_i^2(x)))``.
 
@@ -458,14 +474,9 @@ def factor_score(dims, statistic: str = "mu"):
         raise ValueError(f"dims must be distinct ints, got {dims!r}")
 
     def score(output) -> torch.Tensor:
-        if not (isinstance(output, (tuple, list)) and len(output) == 2
-                and all(isinstance(t, torch.Tensor) for t in output)
-                and output[0].dim() == 2 and output[0].shape == output[1].shape):
-            got = (f"a tuple of {[tuple(t.shape) for t in output]}" if isinstance(output, (tuple, list))
-                   and all(isinstance(t, torch.Tensor) for t in output) else
-                   tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__)
+        if not _is_posterior(output):
             raise ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), "
-                             f"each (n, latents); this model returned {got}")
+                             f"each (n, latents); this model returned {_shapes(output)}")
         mu, logvar = output
         latents = mu.shape[1]
         bad = [i for i in index if not -latents <= i < latents]
