@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import vismap.data as D
+from vismap.data import _geometry, sprites
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_boxes_from_masks_hand_made():
 def test_objects_fit_inside_their_radius_and_the_image():
     # The implicit shapes stay inside the unit disk: sample them densely.
     u, v = np.meshgrid(np.linspace(-1.5, 1.5, 601), np.linspace(-1.5, 1.5, 601))
-    for fn in D._SHAPE_FUNCS + D._SPRITE_FUNCS:
+    for fn in _geometry._SHAPE_FUNCS + sprites._SPRITE_FUNCS:
         inside = fn(u, v)
         assert inside.any() and np.hypot(u, v)[inside].max() <= 1.0, fn.__name__
 

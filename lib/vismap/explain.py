@@ -40,8 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vae import kl_per_dim
-
 from ._core import (Layer, Target, capture, check_input, explaining, relu_rule, resolve_layer,
                     target_classes, target_scores)
 
@@ -426,93 +424,5 @@ def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
     return upsample(maps, x.shape[-2:]) if upsampled else maps
 
 
-# --------------------------------------------------------------------------------------------
-# Factor activation maps: the same Grad-CAM, with a target that reads a VAE's posterior
-# --------------------------------------------------------------------------------------------
-
-#: Scores of a factor's posterior ``N(mu_i, sigma_i^2)``, per sample and dimension ``(n, d)``.
-STATISTICS: dict = {
-    "mu": lambda mu, logvar: mu,                # the posterior mean (Liu et al. 2020)
-    "kl": lambda mu, logvar: kl_per_dim(mu, logvar),  # the factor's KL loss (the document)
-}
-
-
-def _shapes(output) -> object:
-    """A model output's shape(s), for error messages."""
-    if isinstance(output, torch.Tensor):
-        return tuple(output.shape)
-    if isinstance(output, (tuple, list)):
-        return [_shapes(t) for t in output]
-    return type(output).__name__
-
-
-def _is_posterior(output) -> bool:
-    """Is ``output`` a ``(mu, logvar)`` pair of equal ``(n, latents)`` tensors?"""
-    return (isinstance(output, (tuple, list)) and len(output) == 2
-            and all(isinstance(t, torch.Tensor) for t in output)
-            and output[0].dim() == 2 and output[0].shape == output[1].shape)
-
-
-def factor_score(dims, statistic: str = "mu"):
-    """The target of a factor map: ``s(x) = sum_{i in dims} stat(N(mu_i(x), sigma_i^2(x)))``.
-
-    Args:
-        dims: one latent index or a non-empty collection of them (scored jointly, summed).
-        statistic: ``"mu"`` (``s = mu_i``) or ``"kl"``
-            (``s = KL_i = 1/2 (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1)``).
-
-    Returns:
-        A callable target: it takes an encoder's output ``(mu, logvar)``, each ``(n, d)``,
-        and returns ``(n,)`` - no label is read anywhere.
-    """
-    if statistic not in STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
-    index = [dims] if isinstance(dims, int) else list(dims)
-    if not index:
-        raise ValueError("dims is empty; give one latent dimension or a set of them")
-    if not all(isinstance(i, int) for i in index) or len(set(index)) != len(index):
-        raise ValueError(f"dims must be distinct ints, got {dims!r}")
-
-    def score(output) -> torch.Tensor:
-        if not _is_posterior(output):
-            raise ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), "
-                             f"each (n, latents); this model returned {_shapes(output)}")
-        mu, logvar = output
-        latents = mu.shape[1]
-        bad = [i for i in index if not -latents <= i < latents]
-        if bad:
-            raise ValueError(f"latent dimension(s) {bad} out of range: the encoder has "
-                             f"{latents} dimensions, 0 .. {latents - 1}")
-        return STATISTICS[statistic](mu, logvar)[:, index].sum(1)
-
-    return score
-
-
-#: How a factor map weighs the layer's activations: Grad-CAM's mean gradient per channel, or
-#: the source document's element-wise ``ReLU(ds/dA) * A``.
-MODES: dict = {"gradcam": gradcam, "elementwise": layercam}
-
-
-def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder.3",
-               statistic: str = "kl", mode: str = "elementwise",
-               upsampled: bool = True) -> torch.Tensor:
-    """Factor activation maps: where in the image a latent factor (or several) is read.
-
-    The four classic papers explain a class score. Here the score is a statistic of the VAE's
-    factor distribution ``q(z_i | x) = N(mu_i, sigma_i^2)`` - ``s = sum_{i in dims} mu_i`` or
-    ``s = sum_{i in dims} KL_i`` (:func:`factor_score`) - and the map is computed exactly as
-    :func:`gradcam` (``mode="gradcam"``: ``ReLU(sum_k mean_ij(ds/dA^k) A^k)``) or as the
-    element-wise form (``mode="elementwise"``: ``ReLU(sum_k ReLU(ds/dA^k) A^k)``) at the
-    encoder's ``layer`` (default: the ReLU after the 16x16 convolution of
-    :class:`vismap.vae.SpritesVAE`). The defaults are the source document's method - the
-    factor's own KL loss, element-wise - which localised best in chapter 07's measurements.
-    No label is used; a set of dimensions gives their joint map, the map
-    of their summed score. Any model whose ``forward`` returns ``(mu, logvar)`` works; for
-    any other embedding, call :func:`gradcam` with a callable target.
-
-    Returns:
-        ``(n, 1, H, W)`` (or ``(n, 1, h, w)`` with ``upsampled=False``), unnormalised.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    return MODES[mode](vae, x, factor_score(dims, statistic), layer=layer, upsampled=upsampled)
+# Factor activation maps live in their own module (chapter 07); they are part of this namespace.
+from .factors import MODES, STATISTICS, factor_cam, factor_score  # noqa: E402

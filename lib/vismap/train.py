@@ -22,23 +22,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import data, disentangle, models, vae
+from . import data, models, train_vae
+
+from .data import HELDOUT_SEED, TRAIN_SEED
+from .train_vae import VAE_RECIPES, evaluate_vae, fit_vae, train_sprites_vae
 
 __all__ = ["fit", "accuracy", "fold_batchnorm", "train_shapes_model", "fit_vae",
-           "evaluate_vae", "train_sprites_vae", "main", "RECIPES", "TRAIN_SEED", "HELDOUT_SEED"]
-
-TRAIN_SEED = 1  # seed of the training images
-HELDOUT_SEED = 20_191_018  # seed of the held-out images; never used for training
+           "evaluate_vae", "train_sprites_vae", "main", "RECIPES", "TRAINERS", "TRAIN_SEED",
+           "HELDOUT_SEED"]
 
 # name -> how it is trained (training images, optimiser steps, batch size, peak learning rate)
 RECIPES: dict[str, dict] = {
     "shapes-cnn": dict(n_train=32_768, steps=3_000, batch_size=32, lr=3e-3),
     "shapes-gap": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
     "shapes-allconv": dict(n_train=16_384, steps=2_600, batch_size=32, lr=3e-3),
-    # the beta-VAE sees fresh sprites every step: 4,000 steps x 64 = 256,000 draws
-    "sprites-vae": dict(steps=4_000, batch_size=64, lr=1e-3, beta=4.0, tc=0.0),
+    **VAE_RECIPES,  # the VAEs: vismap.train_vae
 }
-_SPRITE_CHUNK = 8_192  # sprites rendered at a time for the VAE
 
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int,
@@ -154,88 +153,6 @@ def train_shapes_model(name: str, *, seed: int = 0, progress: bool = True,
     return model, record
 
 
-def fit_vae(model: vae.SpritesVAE, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
-            beta: float = 4.0, tc: float = 0.0, seed: int = 0, progress: bool = True,
-            snapshot=None) -> list[dict]:
-    """Train ``model`` in place on the beta-VAE loss (:func:`vismap.vae.vae_loss`) with Adam.
-
-    Every step takes a fresh batch of sprites: chunks of 8,192 are drawn with
-    ``make_sprites(8192, seed=TRAIN_SEED * 1_000_003 + chunk)`` and cut into batches, so the
-    run is reproducible from ``seed`` (the weights and the reparameterisation noise) alone.
-    ``snapshot(step, model)``, if given, is called every 1,000 steps (to watch a long run).
-
-    Returns:
-        Per step: ``loss``, ``recon``, ``kl`` (nats per image).
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    per_chunk = _SPRITE_CHUNK // batch_size
-    torch.manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    history = []
-    chunk = None
-    for step in tqdm(range(steps), desc="sprites-vae", disable=not progress, mininterval=5):
-        if step % per_chunk == 0:
-            chunk = data.make_sprites(_SPRITE_CHUNK, TRAIN_SEED * 1_000_003 + step // per_chunk)
-        k = step % per_chunk
-        out = vae.vae_loss(model, chunk.images[k * batch_size:(k + 1) * batch_size],
-                           beta=beta, tc=tc)
-        optimiser.zero_grad()
-        out["loss"].backward()
-        optimiser.step()
-        history.append({key: value.item() for key, value in out.items() if key != "tc"})
-        if snapshot is not None and (step + 1) % 1000 == 0:
-            snapshot(step + 1, model)
-    return history
-
-
-@torch.no_grad()
-def evaluate_vae(model: vae.SpritesVAE, sprites: data.Sprites) -> dict:
-    """Held-out measures of a sprites VAE: reconstruction (BCE nats per image, share of wrong
-    pixels), mean KL of each latent dimension, and how the latents match the true factors
-    (Pearson correlation table, best |corr| per factor, MIG)."""
-    model.eval()
-    mu, logvar = model(sprites.images)
-    logits = model.decode(mu)
-    bce = F.binary_cross_entropy_with_logits(logits, sprites.images, reduction="sum")
-    wrong = ((logits > 0).float() != sprites.images).float().mean()
-    corr = disentangle.factor_correlation(mu, sprites.factors)
-    gap, per_factor = disentangle.mig(mu, sprites.factors)
-    return dict(
-        recon_bce=round(bce.item() / len(mu), 2), pixel_error=round(wrong.item(), 5),
-        kl_per_dim=[round(v, 3) for v in vae.kl_per_dim(mu, logvar).mean(0).tolist()],
-        factor_corr={name: [round(v, 3) for v in corr[:, k].tolist()]
-                     for k, name in enumerate(data.SPRITE_FACTORS)},
-        best_abs_corr={name: round(float(abs(corr[:, k]).max()), 3)
-                       for k, name in enumerate(data.SPRITE_FACTORS)},
-        mig=round(gap, 4),
-        mig_per_factor={name: round(float(v), 4) for name, v in zip(data.SPRITE_FACTORS, per_factor)})
-
-
-def train_sprites_vae(*, seed: int = 0, progress: bool = True, snapshot=None,
-                      **recipe) -> tuple[vae.SpritesVAE, dict]:
-    """Train the course's beta-VAE by :data:`RECIPES` ``["sprites-vae"]`` and measure it on
-    10,000 held-out sprites ``make_sprites(10000, HELDOUT_SEED)``.
-
-    Returns:
-        ``(model, record)``: the eval-mode model and what the manifest records of it.
-    """
-    recipe = {**RECIPES["sprites-vae"], **recipe}
-    torch.manual_seed(seed)
-    model = vae.SpritesVAE()
-    start = time.perf_counter()
-    history = fit_vae(model, seed=seed, progress=progress, snapshot=snapshot, **recipe)
-    seconds = time.perf_counter() - start
-    heldout = data.make_sprites(10_000, seed=HELDOUT_SEED)
-    last = history[-200:]
-    record = dict(model="sprites-vae", seed=seed, train_seed=TRAIN_SEED,
-                  heldout_seed=HELDOUT_SEED, heldout_images=len(heldout),
-                  final_loss=round(sum(h["loss"] for h in last) / len(last), 2),
-                  train_seconds=round(seconds, 1), **recipe, **evaluate_vae(model, heldout))
-    return model.eval(), record
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m vismap.train [--only NAME ...] [--out DIR]``: retrain and rewrite the
     manifest (entries of models not retrained are kept)."""
@@ -248,11 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    files = manifest.setdefault("files", {})
     for name in args.only:
-        if name == "sprites-vae":
-            model, record = train_sprites_vae(seed=args.seed, snapshot=_snapshots(args.snapshots))
+        if name in VAE_RECIPES:
+            model, record = train_vae.TRAINERS[name](seed=args.seed,
+                                                     snapshot=train_vae.snapshots(args.snapshots, name))
         else:
             model, record = train_shapes_model(name, seed=args.seed)
         path = args.out / f"{name}.pt"
@@ -262,22 +178,17 @@ def main(argv: list[str] | None = None) -> None:
             sha256=models.sha256(path), bytes=path.stat().st_size,
             torch=torch.__version__, machine=f"{platform.machine()}, "
                                              f"{torch.get_num_threads()} threads")
-        files[path.name] = record
+        # Read the manifest just before writing it: another `--only` run may have changed it.
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest.setdefault("files", {})[path.name] = record
+        manifest["about"] = ("Checkpoints of the course's models. Every file is remade by its "
+                             "`command` (or all of them by `make train`); `sha256` is checked by "
+                             "vismap.models.load_pretrained.")
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         quality = (f"held-out accuracy {record['accuracy']:.2%}" if "accuracy" in record else
                    f"best |corr| per factor {record['best_abs_corr']}, MIG {record['mig']}")
         print(f"{name}: {quality}, trained in {record['train_seconds']} s, "
               f"{record['bytes'] / 1e6:.2f} MB")
-    manifest["about"] = ("Checkpoints of the course's models. Every file is remade by its "
-                         "`command` (or all of them by `make train`); `sha256` is checked by "
-                         "vismap.models.load_pretrained.")
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def _snapshots(folder: Path | None):
-    if folder is None:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    return lambda step, model: torch.save(model.state_dict(), folder / f"sprites-vae-{step}.pt")
 
 
 if __name__ == "__main__":

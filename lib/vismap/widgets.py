@@ -35,7 +35,7 @@ from torch import nn
 from . import data, explain
 from ._core import explaining
 from .models import load_pretrained
-from .train import HELDOUT_SEED  # images never used for training
+from .data import HELDOUT_SEED  # images never used for training
 
 __all__ = ["METHODS", "LAYERED", "explorer", "latent_explorer", "render_explorer",
            "render_latents", "conv_layers", "cam_layer", "shown_map", "Explorer",
