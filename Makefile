@@ -4,11 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test test-browser train figures bench exercises slides clean-env help
+.PHONY: lab test test-fast lint test-browser train figures bench exercises slides clean-env help
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab on notebooks/"
 	@echo "make test     - library tests + every notebook under nbval"
+	@echo "make test-fast - library tests without the notebooks and slow tests (under a minute)"
+	@echo "make lint     - ruff (lint + format check) and mypy on lib/"
 	@echo "make train    - retrain every checkpoint in data/ and rewrite data/MANIFEST.json"
 	@echo "make figures  - remake the README's figures in docs/"
 	@echo "make bench    - time the explanation methods against their limits, captum and pytorch-grad-cam"
@@ -27,7 +29,15 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib
+	$(BIN)/ruff format --check lib
+	$(BIN)/mypy lib
 
 train: $(STAMP)
 	$(BIN)/python -m vismap.train
