@@ -45,21 +45,45 @@ def vae():
     return SpritesVAE().eval()
 
 
+def values(dropdown):
+    """The values a dropdown offers (its options are ``(label, value)`` pairs)."""
+    return [value for _, value in dropdown.options]
+
+
 def drawn(ax):
     """The arrays of an axes' images, in drawing order."""
     return [np.asarray(im.get_array()) for im in ax.get_images()]
 
 
-# the explorer's methods, computed here straight from vm.explain (not through METHODS)
+def seeded(method):
+    """``method`` run with torch's generator seeded with 0, as the explorer runs it."""
+    def run(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return method(*args, **kwargs)
+    return run
+
+
+# the explorer's methods, computed here straight from vm.explain (not through the registry)
 EXPECTED = {
-    "gradient": lambda m, x, t, layer: E.saliency(m, x, t),
+    "saliency": lambda m, x, t, layer: E.saliency(m, x, t),
     "deconvnet": lambda m, x, t, layer: E.deconvnet(m, x, t),
-    "guided backprop": lambda m, x, t, layer: E.guided_backprop(m, x, t),
+    "guided_backprop": lambda m, x, t, layer: E.guided_backprop(m, x, t),
+    "gradient_x_input": lambda m, x, t, layer: E.gradient_x_input(m, x, t),
+    "smoothgrad": seeded(lambda m, x, t, layer: E.smoothgrad(m, x, t, samples=25, sigma=0.15)),
+    "integrated_gradients": lambda m, x, t, layer: E.integrated_gradients(m, x, t, steps=64),
     "occlusion": lambda m, x, t, layer: E.occlusion(m, x, t),
-    "Grad-CAM": lambda m, x, t, layer: E.gradcam(m, x, t, layer=layer),
-    "LayerCAM": lambda m, x, t, layer: E.layercam(m, x, t, layer=layer),
-    "guided Grad-CAM": lambda m, x, t, layer: E.guided_gradcam(m, x, t, layer=layer),
+    "gradcam": lambda m, x, t, layer: E.gradcam(m, x, t, layer=layer),
+    "gradcam_pp": lambda m, x, t, layer: E.gradcam_pp(m, x, t, layer=layer),
+    "scorecam": lambda m, x, t, layer: E.scorecam(m, x, t, layer=layer),
+    "layercam": lambda m, x, t, layer: E.layercam(m, x, t, layer=layer),
+    "guided_gradcam": lambda m, x, t, layer: E.guided_gradcam(m, x, t, layer=layer),
 }
+
+
+def test_the_explorer_offers_every_classifier_method_of_the_registry():
+    assert set(W.classifier_methods()) == set(EXPECTED) | {"cam"}
+    assert "factor_cam" not in W.classifier_methods()  # a VAE's: the latent explorer's
 
 
 @pytest.mark.parametrize("method", list(EXPECTED))
@@ -83,8 +107,11 @@ def test_render_explorer_draws_the_methods_map_and_the_score(cnn, scenes, method
     assert r["predicted"] == int(logits.argmax())
     title = overlay_ax.get_title()
     assert f"score y = {logits[target]:.2f}" in title and f"p = {r['probability']:.1%}" in title
-    assert method in title and CLASSES[target] in title
-    assert (layer in title) == (method in W.LAYERED)
+    assert E.METHODS[method].title in title and CLASSES[target] in title
+    assert (layer in title) == E.METHODS[method].layered
+    assert r["method"] == method
+    by_title = W.render_explorer(cnn, image, target, E.METHODS[method].title, layer)
+    torch.testing.assert_close(by_title["map"], maps)
 
 
 def test_render_explorer_cam_on_the_gap_net(gap, scenes):
@@ -122,9 +149,11 @@ def test_render_explorer_bad_input(cnn, scenes):
         W.render_explorer(cnn, image[:, :32, :32], 0, "gradient")
     with pytest.raises(ValueError, match=r"got \(4, 3, 64, 64\).*images\[i\]"):
         W.render_explorer(cnn, scenes.images, 0, "gradient")
-    with pytest.raises(ValueError, match="unknown method 'gradcam'; valid methods: gradient, "
-                                         "deconvnet, .*Grad-CAM"):
-        W.render_explorer(cnn, image, 0, "gradcam")
+    with pytest.raises(ValueError, match="unknown method 'grad-cam'; valid names: saliency, "
+                                         "deconvnet, .*gradcam.*titles: gradient, .*Grad-CAM"):
+        W.render_explorer(cnn, image, 0, "grad-cam")
+    with pytest.raises(ValueError, match="explains a VAE's latent factors.*latent_explorer"):
+        W.render_explorer(cnn, image, 0, "factor_cam")
     with pytest.raises(ValueError, match="unknown layer 'features.99'; .*features.0, "
                                          "features.3, features.6, features.9"):
         W.render_explorer(cnn, image, 0, "Grad-CAM", "features.99")
@@ -140,13 +169,14 @@ def test_explorer_constructs_with_defaults(cnn):
     w = W.explorer()
     c = w.controls
     assert len(w.scenes) == 16 and c["image"].max == 15
-    assert c["model"].value == "shapes-cnn" and c["method"].value == "Grad-CAM"
-    assert "CAM" not in c["method"].options  # shapes-cnn is not a GAP network
+    assert c["model"].value == "shapes-cnn" and c["method"].value == "gradcam"
+    assert c["method"].label == "Grad-CAM"
+    assert "cam" not in values(c["method"])  # shapes-cnn is not a GAP network
     assert c["layer"].value == "features.9" and not c["layer"].disabled
     held_out = vm.data.make_shapes(16, seed=vm.train.HELDOUT_SEED)
     torch.testing.assert_close(w.scenes[3][0], held_out.images[3])
     assert c["target"].value == int(held_out.labels[0])
-    assert w.error is None and w.result["method"] == "Grad-CAM"
+    assert w.error is None and w.result["method"] == "gradcam"
     assert isinstance(w, W.widgets.VBox) and w.output in w.children
 
 
@@ -154,15 +184,15 @@ def test_changing_a_control_updates_the_figure(cnn, scenes):
     w = W.explorer(cnn, scenes.images, scenes.labels)
     c = w.controls
     first = w.result
-    c["method"].value = "guided backprop"
-    assert w.result is not first and w.result["method"] == "guided backprop"
+    c["method"].value = "guided_backprop"
+    assert w.result is not first and w.result["method"] == "guided_backprop"
     assert c["layer"].disabled  # fine-grained: no layer
     np.testing.assert_allclose(
         drawn(w.result["axes"][1])[0],
         W.shown_map(E.guided_backprop(cnn, scenes.images[:1], int(scenes.labels[0]))))
     assert not np.allclose(w.result["shown"], first["shown"])
 
-    c["method"].value = "Grad-CAM"
+    c["method"].value = "gradcam"
     c["layer"].value = "features.6"
     assert w.result["layer"] == "features.6" and "features.6" in w.result["title"]
     before = w.result["title"]
@@ -194,15 +224,15 @@ def test_new_scene_one_and_two_objects(cnn, scenes):
 def test_explorer_with_several_models_offers_cam_on_the_gap_net(cnn, gap, scenes):
     w = W.explorer(images=scenes.images, labels=scenes.labels, models={"cnn": cnn, "gap": gap})
     c = w.controls
-    assert c["model"].layout.display != "none" and "CAM" not in c["method"].options
+    assert c["model"].layout.display != "none" and "cam" not in values(c["method"])
     c["model"].value = "gap"
-    assert "CAM" in c["method"].options and "features.10" in c["layer"].options[-1][1]
-    c["method"].value = "CAM"
-    assert c["layer"].value == "features.10" and w.result["method"] == "CAM"
+    assert "cam" in values(c["method"]) and "features.10" in c["layer"].options[-1][1]
+    c["method"].value = "cam"
+    assert c["layer"].value == "features.10" and w.result["method"] == "cam"
     c["layer"].value = "features.6"  # CAM does not hold here: the message, not a crash
     assert w.result is None and "CAM needs a network" in w.error
     c["model"].value = "cnn"  # no CAM here: back to Grad-CAM
-    assert c["method"].value == "Grad-CAM" and w.error is None
+    assert c["method"].value == "gradcam" and w.error is None
 
 
 def test_explorer_leaves_the_model_as_it_was(scenes):
@@ -210,7 +240,7 @@ def test_explorer_leaves_the_model_as_it_was(scenes):
     flags = [p.requires_grad for p in model.parameters()]
     attributes = set(vars(model))
     w = W.explorer(model, scenes.images[:2])
-    for method in W.METHODS:
+    for method in values(w.controls["method"]):
         w.controls["method"].value = method
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert set(vars(model)) == attributes

@@ -26,8 +26,9 @@ Target = Union[int, torch.Tensor, list, tuple, Callable[[torch.Tensor], torch.Te
 Layer = Union[str, nn.Module]
 
 
-def check_input(x: torch.Tensor) -> torch.Tensor:
-    """``x`` must be a non-empty floating-point batch of images ``(n, C, H, W)``."""
+def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """``x`` must be a non-empty floating-point batch of images ``(n, C, H, W)`` with finite
+    values; given ``model``, ``C`` must be the channel count its first convolution takes."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (n, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -37,7 +38,68 @@ def check_input(x: torch.Tensor) -> torch.Tensor:
         raise ValueError("x is an empty batch (n = 0); give at least one image")
     if not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).flatten(1).any(1).nonzero()[:, 0].tolist()
+        raise ValueError(f"x has {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} "
+                         f"infinite values, in image(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
+                         f"; every map of such an input would be NaN: give finite pixel values "
+                         f"(e.g. torch.nan_to_num(x))")
+    if model is not None:
+        first = first_conv(model)
+        if first is not None and first[1].in_channels not in (0, x.shape[1]):
+            name, conv = first
+            raise ValueError(f"the model expects images with {conv.in_channels} channel(s) (its "
+                             f"first convolution {name!r} is {conv}), but x has {x.shape[1]}: "
+                             f"shape {tuple(x.shape)}")
     return x
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """``(name, module)`` of the first ``nn.Conv2d`` of ``model`` (in definition order), the
+    layer that fixes how many channels an input must have; None if it has no convolution."""
+    return next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)),
+                None)
+
+
+def check_count(value: object, what: str, minimum: int = 1) -> int:
+    """``value`` must be an int ``>= minimum`` (a number of samples, steps, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_nonnegative(value: object, what: str) -> float:
+    """``value`` must be a finite real number ``>= 0`` (a noise level, a radius, ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or value == float("inf"):
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def fast_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory layout in which its convolutions run fastest: channels-last
+    (``(n, H, W, C)`` in memory, same shape and values) on a CPU, where oneDNN's convolutions
+    run about 1.3-2x faster in it; unchanged on other devices."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
+def repeat_target(target: Target, copies: int) -> Target:
+    """The target of ``copies`` stacked copies of a batch, ``torch.cat([x] * copies)``: a
+    per-sample class index is repeated, an int or a callable kept as it is."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    index = torch.as_tensor(target)
+    return target if index.dim() == 0 else index.repeat(copies)
+
+
+def slice_target(target: Target, start: int, stop: int, n: int) -> Target:
+    """The target of samples ``start:stop`` of a batch of ``n``: a per-sample index is sliced,
+    an int or a callable kept as it is."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    index = torch.as_tensor(target)
+    return index[start:stop] if index.dim() == 1 and len(index) == n else target
 
 
 def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:

@@ -28,37 +28,80 @@ Factor activation maps (chapter 07), for models with no classes at all:
   (:func:`factor_score`; Liu et al. 2020 differentiate ``mu``, the source document the factor's
   own KL loss).
 
+Beyond the four papers (chapter 10):
+
+* :func:`gradient_x_input` - the gradient times the input (Shrikumar et al. 2016);
+* :func:`smoothgrad` - any method averaged over noisy copies of the input (Smilkov et al. 2017);
+* :func:`integrated_gradients` - the gradient integrated along a path from a baseline
+  (Sundararajan et al. 2017);
+* :func:`gradcam_pp` - Grad-CAM++ (Chattopadhay et al. 2018);
+* :func:`scorecam` - Score-CAM, feature maps weighted by the score of the masked input (Wang et
+  al. 2020);
+* :func:`class_model` - an image the model scores as a class (activation maximisation,
+  Simonyan et al. 2014, Sec. 2), and :func:`adversarial` - images within ``eps`` of ``x`` that
+  the model no longer scores as the target (Goodfellow et al. 2015; Madry et al. 2018).
+
 Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
 and returns unnormalised maps at input resolution; :func:`normalize` is a separate step. The
 caller's model is left as it was (mode, ``requires_grad``, no hooks), see
-:func:`vismap._core.explaining`.
+:func:`vismap._core.explaining`. :data:`METHODS` is the registry of the map methods: name ->
+:class:`Method` (the function, whether it needs a layer, fine or coarse, its paper, its default
+options); :func:`get_method` looks a name up. Adding a method means writing its function, its
+entry in :data:`METHODS` and its tests: the widgets, the benchmark, notebook 08's leaderboard
+and the tests read the registry.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._core import (Layer, Target, capture, check_input, explaining, relu_rule, resolve_layer,
-                    target_classes, target_scores)
+from ._core import (Layer, Target, capture, check_count, check_input, check_nonnegative,
+                    explaining, fast_layout, relu_rule, repeat_target, resolve_layer,
+                    slice_target, target_classes, target_scores)
 
 __all__ = ["saliency", "deconvnet", "guided_backprop", "zeiler_fergus", "occlusion",
            "cam", "gradcam", "layercam", "guided_gradcam", "layer_gradient", "normalize",
-           "upsample", "factor_score", "factor_cam", "STATISTICS", "MODES"]
+           "upsample", "gradient_x_input", "smoothgrad", "integrated_gradients", "path_rule",
+           "gradcam_pp", "scorecam", "class_model", "adversarial", "Method", "METHODS",
+           "get_method", "factor_score", "factor_cam", "STATISTICS", "MODES"]
 
 
 def _backprop_to_input(model: nn.Module, x: torch.Tensor, target: Target,
                        rule: str) -> torch.Tensor:
     """``d score / d x`` with every ``nn.ReLU`` of ``model`` back-propagating by ``rule``."""
-    check_input(x)
+    check_input(x, model)
     with explaining(model) as handles:
         if rule != "gradient":  # plain backprop is autograd's own ReLU rule: no hooks needed
             relu_rule(model, rule, handles)
-        x = x.detach().requires_grad_(True)
-        score = target_scores(model(x), target)
-        (grad,) = torch.autograd.grad(score.sum(), x)  # samples are independent in eval mode
-    return grad
+        return _gradients(model, x, target)
+
+
+def _gradients(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """``d score / d x`` (run inside :func:`explaining`), in :func:`_input_layout`."""
+    x = _input_layout(model, x.detach()).requires_grad_(True)
+    score = target_scores(model(x), target)
+    (grad,) = torch.autograd.grad(score.sum(), x)  # samples are independent in eval mode
+    return grad.contiguous()
+
+
+def _input_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The memory layout for an input gradient: channels-last (:func:`vismap._core.fast_layout`)
+    unless the model max-pools. Channels-last sums a convolution's terms in another order, so
+    activations that are equal in exact arithmetic (a flat region of an image) can come out a few
+    ulps apart, and a max-pool window with such a tie sends its gradient to another input: the map
+    would change with the layout (and with the batch). Without max-pooling the two layouts agree
+    to float rounding."""
+    if any(isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) for m in model.modules()):
+        return x
+    return fast_layout(x)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
@@ -150,7 +193,7 @@ def zeiler_fergus(model: nn.Module, x: torch.Tensor, layer: Layer | int, channel
         ``(n, C, H, W)`` reconstructions. They equal ``a * deconvnet(...)`` of that unit, where
         ``a`` is its activation.
     """
-    check_input(x)
+    check_input(x, model)
     features, index = _sequential_prefix(model, layer)
     a, sizes, switches = x, [], {}
     for i, m in enumerate(features[:index + 1]):
@@ -230,11 +273,11 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
     Returns:
         ``(n, 1, H, W)``: positive where hiding the pixels lowers the score.
     """
-    check_input(x)
+    check_input(x, model)
     n, _, height, width = x.shape
     if n > batch_size:  # one image-chunk at a time keeps every forward at about batch_size
         return torch.cat([
-            occlusion(model, x[i:i + batch_size], _slice_target(target, i, i + batch_size, n),
+            occlusion(model, x[i:i + batch_size], slice_target(target, i, i + batch_size, n),
                       window=window, stride=stride, baseline=_slice_baseline(baseline, x, i,
                                                                             batch_size),
                       batch_size=batch_size)
@@ -254,29 +297,20 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target, *, window=8, st
 
     with explaining(model):
         with torch.no_grad():
-            base = target_scores(model(x), target)  # (n,)
+            base = target_scores(model(fast_layout(x)), target)  # (n,)
             per_target = _repeat_target(target, n)
             drops = []
             chunk = max(1, batch_size // n)
             for start in range(0, len(masks), chunk):
                 m = masks[start:start + chunk, None, None]  # (p, 1, 1, H, W)
                 occluded = x * (1 - m) + baseline * m  # (p, n, C, H, W)
-                # channels-last copies: oneDNN's convolutions run about 1.8x faster on a CPU
-                batch = occluded.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+                batch = fast_layout(occluded.flatten(0, 1))
                 out = model(batch)
                 scores = target_scores(out, per_target(len(m))).view(len(m), n)
                 drops.append(base - scores)
     drops = torch.cat(drops)  # (P, n)
     total = torch.einsum("pn,phw->nhw", drops, masks)
     return (total / masks.sum(0))[:, None]  # every pixel is covered by at least one window
-
-
-def _slice_target(target: Target, start: int, stop: int, n: int) -> Target:
-    """The targets of samples ``start:stop``: a per-sample target is sliced, the rest kept."""
-    if callable(target) and not isinstance(target, torch.Tensor):
-        return target
-    index = torch.as_tensor(target)
-    return index[start:stop] if index.dim() == 1 and len(index) == n else target
 
 
 def _slice_baseline(baseline, x: torch.Tensor, start: int, size: int):
@@ -318,15 +352,22 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _at_input(maps: torch.Tensor, x: torch.Tensor, upsampled: bool) -> torch.Tensor:
+    """Maps ``(n, 1, h, w)`` upsampled to ``x``'s size (or not), as a contiguous tensor."""
+    return (upsample(maps, x.shape[-2:]) if upsampled else maps).contiguous()
+
+
 def layer_gradient(model: nn.Module, x: torch.Tensor, target: Target,
                    layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:
     """The activation ``A (n, K, h, w)`` of ``layer`` and the gradient of the target score with
     respect to it, ``dy/dA`` - back-propagated only as far as the layer, with no parameter
-    gradients."""
-    check_input(x)
+    gradients. On a CPU the forward pass runs channels-last (:func:`vismap._core.fast_layout`):
+    both tensors then agree with the NCHW ones to float rounding (a layer's maps need no
+    max-pool routing below the layer to be the same)."""
+    check_input(x, model)
     with explaining(model) as handles:
         record = capture(model, layer, handles)
-        score = target_scores(model(x.detach()), target)
+        score = target_scores(model(fast_layout(x.detach())), target)
         if "activation" not in record:
             raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
         (grad,) = torch.autograd.grad(score.sum(), record["activation"])
@@ -352,7 +393,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
         grad = -grad
     alpha = grad.mean((2, 3), keepdim=True)  # (n, K, 1, 1)
     maps = F.relu((alpha * a).sum(1, keepdim=True))
-    return upsample(maps, x.shape[-2:]) if upsampled else maps
+    return _at_input(maps, x, upsampled)
 
 
 def layercam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
@@ -366,7 +407,7 @@ def layercam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
     """
     a, grad = layer_gradient(model, x, target, layer)
     maps = F.relu((F.relu(grad) * a).sum(1, keepdim=True))
-    return upsample(maps, x.shape[-2:]) if upsampled else maps
+    return _at_input(maps, x, upsampled)
 
 
 def guided_gradcam(model: nn.Module, x: torch.Tensor, target: Target, *,
@@ -408,11 +449,11 @@ def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
     if callable(target) and not isinstance(target, torch.Tensor):
         raise ValueError("cam explains a class (an int or one per image); for any other "
                          "score use gradcam with a callable target")
-    check_input(x)
+    check_input(x, model)
     with explaining(model) as handles:
         record = capture(model, layer, handles)
         with torch.no_grad():
-            out = model(x)
+            out = model(fast_layout(x))
     a = record["activation"].detach()
     if weights is None:
         weights, _ = _gap_linear_weights(model, a, out)
@@ -421,8 +462,495 @@ def cam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
                          f"{tuple(weights.shape)}")
     w = weights.detach()[target_classes(target, len(x), weights.shape[0], x.device)]  # w^c
     maps = torch.einsum("nk,nkhw->nhw", w, a)[:, None]
-    return upsample(maps, x.shape[-2:]) if upsampled else maps
+    return _at_input(maps, x, upsampled)
 
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond the four papers: gradient x input, SmoothGrad, Integrated Gradients
+# --------------------------------------------------------------------------------------------
+
+
+def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The gradient times the input (Shrikumar et al. 2016, *Not Just a Black Box: Learning
+    Important Features Through Propagating Activation Differences*).
+
+    ``M = x * dy^c/dx``, shape ``(n, C, H, W)``, signed: a pixel counts when the score is
+    sensitive to it *and* it is far from zero. For a linear model ``y = w . x`` the map sums to
+    the score, ``sum M = y`` (Integrated Gradients from a zero baseline gives the same map).
+    """
+    return saliency(model, x, target) * x
+
+
+def _each_copy(target: Target, copies: int) -> Target:
+    """The target of ``x.repeat_interleave(copies, 0)``: every sample's class ``copies`` times."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    index = torch.as_tensor(target)
+    return target if index.dim() == 0 else index.repeat_interleave(copies)
+
+
+def _method_function(method: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    return get_method(method).function if isinstance(method, str) else method
+
+
+def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target, *, samples: int = 25,
+               sigma: float = 0.15, generator: torch.Generator | None = None,
+               method: str | Callable[..., torch.Tensor] = "saliency", batch_size: int = 64,
+               **options: Any) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017, *SmoothGrad: removing noise by adding noise*).
+
+    The average of a method's maps over ``samples`` noisy copies of each image,
+    ``M(x) = 1/N sum_{i=1}^N M_base(x + g_i)`` with ``g_i ~ N(0, sigma^2)`` per pixel: the
+    gradient's sharp, noisy fluctuations average out. The paper uses the gradient as the base
+    map (and notes it works for any); ``method`` is any map method, by registry name or as a
+    function ``(model, x, target, **options) -> maps``.
+
+    Args:
+        samples: the number ``N`` of noisy copies, >= 1.
+        sigma: the noise's standard deviation, in the units of ``x`` (the paper's 10-20 % of the
+            pixel range is 0.1-0.2 for images in [0, 1]), >= 0.
+        generator: the random generator of the noise (default torch's global one). The noise of
+            image ``i``, copy ``j`` is draw ``i * samples + j`` of ``torch.randn``, the order of
+            captum's ``NoiseTunnel``.
+        method: the base method (default the gradient, :func:`saliency`).
+        batch_size: noisy images per call of the base method.
+        options: keyword arguments of the base method (``layer=`` for a layer method).
+
+    Returns:
+        the base method's map shape, e.g. ``(n, C, H, W)`` for the gradient.
+    """
+    check_input(x, model)
+    check_count(samples, "samples")
+    sigma = check_nonnegative(sigma, "sigma")
+    check_count(batch_size, "batch_size")
+    base = _method_function(method)
+    where = generator.device if generator is not None else x.device
+    noise = torch.randn((len(x) * samples, *x.shape[1:]), generator=generator, dtype=x.dtype,
+                        device=where).to(x.device)
+    noisy = x.repeat_interleave(samples, 0) + sigma * noise  # x + g_i, image-major
+    per_copy = _each_copy(target, samples)
+    maps = torch.cat([base(model, noisy[i:i + batch_size],
+                           slice_target(per_copy, i, i + batch_size, len(noisy)), **options)
+                      for i in range(0, len(noisy), batch_size)])
+    return maps.view(len(x), samples, *maps.shape[1:]).mean(1)  # 1/N sum_i
+
+
+def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes ``alpha_k`` in [0, 1] and weights ``w_k`` of a quadrature rule for
+    ``int_0^1 f(alpha) d alpha ~ sum_k w_k f(alpha_k)``, float64.
+
+    ``"gausslegendre"`` (exact for polynomials of degree ``2 steps - 1``: far fewer steps than a
+    Riemann sum for the same error), ``"riemann_trapezoid"``, ``"riemann_left"``,
+    ``"riemann_right"``, ``"riemann_middle"``; the names of captum's ``method`` argument.
+    """
+    check_count(steps, "steps")
+    k = torch.arange(steps, dtype=torch.float64)
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1]
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+    riemann = {"riemann_left": lambda: k / steps, "riemann_right": lambda: (k + 1) / steps,
+               "riemann_middle": lambda: (k + 0.5) / steps,
+               "riemann_trapezoid": lambda: k / max(steps - 1, 1)}
+    if rule not in riemann:
+        raise ValueError(f"unknown integration rule {rule!r}; valid rules: gausslegendre, "
+                         f"{', '.join(riemann)}")
+    if rule == "riemann_trapezoid" and steps < 2:
+        raise ValueError("the trapezoid rule needs steps >= 2")
+    weights = torch.full((steps,), 1 / steps, dtype=torch.float64)
+    if rule == "riemann_trapezoid":
+        weights[[0, -1]] /= 2
+    return riemann[rule](), weights
+
+
+def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A baseline given as a number, one image ``(C, H, W)`` or one per image ``(n, C, H, W)``,
+    as a tensor of ``x``'s shape."""
+    b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    if b.dim() == 3:
+        b = b[None]
+    if b.dim() not in (0, 4) or (b.dim() == 4 and tuple(b.shape) not in
+                                 (tuple(x.shape), (1, *x.shape[1:]))):
+        raise ValueError(f"baseline must be a number, one image {tuple(x.shape[1:])} or one per "
+                         f"image {tuple(x.shape)}; got shape {tuple(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("baseline has NaN or infinite values")
+    return b.expand_as(x)
+
+
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target, *,
+                         baseline: float | torch.Tensor = 0.0, steps: int = 64,
+                         rule: str = "gausslegendre", batch_size: int = 64) -> torch.Tensor:
+    """Integrated Gradients (Sundararajan, Taly & Yan 2017, *Axiomatic Attribution for Deep
+    Networks*).
+
+    The gradient averaged along the straight path from a baseline ``x'`` to ``x``, times the
+    path's length:
+
+        ``IG(x) = (x - x') * int_0^1 dy^c/dx (x' + alpha (x - x')) d alpha``
+        ``      ~ (x - x') * sum_k w_k dy^c/dx (x' + alpha_k (x - x'))``
+
+    with the nodes and weights of :func:`path_rule` (Gauss-Legendre by default, as captum).
+    *Completeness*: the map sums to ``y^c(x) - y^c(x')``, up to the rule's error (on the course's
+    models, median about 1e-3 relative at 64 steps).
+
+    Args:
+        baseline: ``x'``: a number, one image ``(C, H, W)`` or one per image; default black.
+        steps: the number of points on the path, >= 1.
+        rule: the quadrature rule (:func:`path_rule`).
+        batch_size: path points per forward/backward pass.
+
+    Returns:
+        ``(n, C, H, W)``, signed.
+    """
+    check_input(x, model)
+    check_count(batch_size, "batch_size")
+    alphas, weights = path_rule(steps, rule)
+    b = _baseline(baseline, x)
+    alphas, weights = alphas.to(x.dtype).to(x.device), weights.to(x.dtype).to(x.device)
+    path = (b[None] + alphas.view(-1, 1, 1, 1, 1) * (x - b)[None]).flatten(0, 1)  # (steps n, ...)
+    per_point = repeat_target(target, steps)
+    with explaining(model):
+        grads = torch.cat([_gradients(model, path[i:i + batch_size],
+                                      slice_target(per_point, i, i + batch_size, len(path)))
+                           for i in range(0, len(path), batch_size)])
+    average = torch.einsum("k,kn...->n...", weights, grads.view(steps, *x.shape))
+    return (x - b) * average
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond the four papers: Grad-CAM++ and Score-CAM
+# --------------------------------------------------------------------------------------------
+
+
+def gradcam_pp(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
+               upsampled: bool = True, eps: float = 0.0) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay, Sarkar, Howlader & Balasubramanian 2018, *Grad-CAM++:
+    Generalized Gradient-based Visual Explanations for Deep Convolutional Networks*).
+
+    Grad-CAM weighs each feature map by its mean gradient; Grad-CAM++ by a weighted sum of its
+    positive gradients, so that several instances of a class each count in full (their Eq. 19,
+    for an exponential of the score and first-order terms, with ``g = dy^c/dA``):
+
+        ``a^k_ij = g_ij^2 / (2 g_ij^2 + sum_ab A^k_ab g_ij^3)``   (0 where the denominator is 0)
+        ``w_k = sum_ij a^k_ij ReLU(g_ij)``,   ``M = ReLU(sum_k w_k A^k)``
+
+    (the weights of ``exp(y^c)`` are ``exp(y^c) w_k``: a positive factor per image, left out,
+    as pytorch-grad-cam does). ``eps`` is added to the denominator: 0 is the paper's formula;
+    pytorch-grad-cam adds 1e-6, which shrinks the weights of feature maps with small gradients.
+
+    Returns:
+        ``(n, 1, H, W)``, or ``(n, 1, h, w)`` with ``upsampled=False``.
+    """
+    a, g = layer_gradient(model, x, target, layer)
+    denominator = 2 * g.pow(2) + a.sum((2, 3), keepdim=True) * g.pow(3) + eps
+    alpha = torch.where(denominator != 0, g.pow(2) / denominator, 0.0)
+    w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+    maps = F.relu((w * a).sum(1, keepdim=True))
+    return _at_input(maps, x, upsampled)
+
+
+def _rescaled(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``(K, H, W)`` scaled to [0, 1] by its min and max; a constant map to 0."""
+    low, high = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
+    return torch.where(high > low, (maps - low) / (high - low), 0.0)
+
+
+def scorecam(model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer,
+             batch_size: int = 64, upsampled: bool = True) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020, *Score-CAM: Score-Weighted Visual Explanations for
+    Convolutional Neural Networks*): feature maps weighted by what they show, not by gradients.
+
+    Each feature map ``A^k`` of the layer, upsampled and scaled to [0, 1], masks the input,
+    ``H_k = s(Up(A^k))``; the model scores the masked image, ``S_k = y^c(x * H_k)``; the scores
+    become weights by a softmax over the maps, and
+
+        ``alpha_k = exp(S_k) / sum_l exp(S_l)``,   ``M = ReLU(sum_k alpha_k A^k)``
+
+    (Algorithm 1 of the paper; its increase of confidence ``S_k - y^c(x_b)`` subtracts the same
+    baseline score from every ``S_k``, which the softmax cancels). Costs one forward pass per
+    feature map and image (``batch_size`` masked images per pass); feature maps that are constant
+    give the all-zero mask, scored once per image.
+
+    Returns:
+        ``(n, 1, H, W)``, or ``(n, 1, h, w)`` with ``upsampled=False``.
+    """
+    check_input(x, model)
+    check_count(batch_size, "batch_size")
+    with explaining(model) as handles:
+        record = capture(model, layer, handles)
+        with torch.no_grad():
+            target_scores(model(fast_layout(x)), target)  # checks the target once
+        handles.pop().remove()  # the masked images need no capture
+        if "activation" not in record:
+            raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
+        a = record["activation"].detach()
+        scores = torch.empty(a.shape[:2], dtype=x.dtype, device=x.device)  # S_k, (n, K)
+        with torch.no_grad():
+            for i in range(len(x)):
+                h = _rescaled(upsample(a[i:i + 1], x.shape[-2:])[0])  # H_k, (K, H, W)
+                live = (h.flatten(1) > 0).any(1).nonzero()[:, 0]
+                dead = len(live) < len(h)  # constant maps: all of them mask x to zero
+                masks = torch.cat([h[live], h.new_zeros((1, *h.shape[1:]))]) if dead else h[live]
+                masked = x[i:i + 1] * masks[:, None]  # x * H_k, (K', C, H, W)
+                s = torch.cat([target_scores(model(fast_layout(masked[j:j + batch_size])),
+                                             _target_of(target, i, len(x)))
+                               for j in range(0, len(masked), batch_size)])
+                if dead:
+                    scores[i] = s[-1]
+                scores[i, live] = s[:len(live)]
+    alpha = scores.softmax(1)
+    maps = F.relu(torch.einsum("nk,nkhw->nhw", alpha, a))[:, None]
+    return _at_input(maps, x, upsampled)
+
+
+def _target_of(target: Target, i: int, n: int) -> Target:
+    """The target of sample ``i`` of ``n``, for any number of copies of that sample."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    index = torch.as_tensor(target)
+    return index[i] if index.dim() == 1 and len(index) == n else target
+
+
+# --------------------------------------------------------------------------------------------
+# Beyond maps: activation maximisation and adversarial images
+# --------------------------------------------------------------------------------------------
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``image (1, C, H, W)`` convolved with a Gaussian of standard deviation ``sigma`` pixels
+    (each channel on its own; borders reflected)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-t**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = image.shape[1]
+    padded = F.pad(image, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(rows, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
+def class_model(model: nn.Module, target: Target, *, shape: tuple[int, ...] = (3, 64, 64),
+                steps: int = 200, lr: float = 0.05, l2: float = 1e-3, jitter: int = 4,
+                blur_every: int = 4, blur_sigma: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """The class model of Simonyan, Vedaldi & Zisserman 2014 (*Deep Inside Convolutional
+    Networks*, Sec. 2): an image the model scores as the class, by gradient ascent on the image.
+
+        ``I* = argmax_I  y^c(I) - l2 ||I - 0.5||^2``,   ``I`` in [0, 1]
+
+    Simonyan et al. ascend the unnormalised score ``y^c`` (not the softmax, which can also rise
+    by lowering the other classes) with an L2 penalty; their zero is the training set's mean
+    image, ours mid-grey. Each step moves by ``lr`` along the gradient divided by its mean
+    magnitude, then clips to [0, 1]. With the regularisers of later work (Yosinski et al. 2015,
+    *Understanding Neural Networks Through Deep Visualization*), the image is shifted by a random
+    ``jitter`` of up to that many pixels before each step and blurred (``blur_sigma`` pixels)
+    every ``blur_every`` steps (0: never): high-frequency patterns that only one alignment
+    rewards do not survive. With the defaults, every course model scores every class's image as
+    that class with softmax probability above 0.99 (the tests check > 0.9).
+
+    Args:
+        target: the class (an int) or a callable score of the model's output.
+        shape: ``(C, H, W)`` of the image; every argument but ``target`` has a default.
+        steps, lr: the number and size of the ascent steps.
+        l2: the weight of the L2 penalty (>= 0).
+        jitter: the largest random shift in pixels (>= 0).
+        blur_every, blur_sigma: the blur's period in steps (0: no blur) and width in pixels.
+        seed: seeds the start (mid-grey plus a little noise) and the jitter: same seed, same image.
+
+    Returns:
+        ``(1, *shape)`` in [0, 1], on the model's device.
+    """
+    check_count(steps, "steps")
+    check_count(jitter, "jitter", minimum=0)
+    check_count(blur_every, "blur_every", minimum=0)
+    check_nonnegative(lr, "lr")
+    check_nonnegative(l2, "l2")
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3 or not all(
+            isinstance(v, int) and v > 0 for v in shape):
+        raise ValueError(f"shape must be (C, H, W), three positive ints; got {shape!r}")
+    if blur_every and not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
+        raise ValueError(f"blur_sigma must be a number > 0, got {blur_sigma!r}")
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    rng = torch.Generator().manual_seed(seed)
+    image = (0.5 + 0.01 * torch.randn((1, *shape), generator=rng)).clamp(0, 1).to(device)
+    check_input(image, model)
+    with explaining(model):
+        for step in range(steps):
+            dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=rng).tolist()
+                      if jitter else (0, 0))
+            shifted = torch.roll(image, (dy, dx), (2, 3)).requires_grad_(True)
+            objective = target_scores(model(shifted), target) - l2 * (shifted - 0.5).pow(2).sum()
+            (grad,) = torch.autograd.grad(objective.sum(), shifted)
+            grad = torch.roll(grad, (-dy, -dx), (2, 3))
+            image = (image + lr * grad / grad.abs().mean().clamp(min=1e-12)).clamp(0, 1)
+            if blur_every and (step + 1) % blur_every == 0 and step + 1 < steps:
+                image = _gaussian_blur(image, blur_sigma).clamp(0, 1)
+    return image.detach()
+
+
+def adversarial(model: nn.Module, x: torch.Tensor, target: Target, *, eps: float = 4 / 255,
+                steps: int = 10, step_size: float | None = None) -> torch.Tensor:
+    """Adversarial images: ``x`` changed by at most ``eps`` per pixel so that the model no longer
+    scores it as ``target``.
+
+    ``steps=1`` is the fast gradient sign method (Goodfellow, Shlens & Szegedy 2015, *Explaining
+    and Harnessing Adversarial Examples*): ``x_adv = clip(x + eps sign(d L / d x))`` with ``L``
+    the cross-entropy of the target class; more steps are projected gradient ascent (Madry et al.
+    2018, *Towards Deep Learning Models Resistant to Adversarial Attacks*):
+    ``x_{t+1} = P(x_t + a sign(d L / d x_t))``, ``P`` the projection on
+    ``{|x' - x|_inf <= eps} cap [0, 1]^d``, step ``a = 2.5 eps / steps`` by default. A callable
+    target's score is lowered instead, ``L = -score``. Not every image flips at a small
+    ``eps``: check ``model(x_adv).argmax(1) != target``.
+
+    Args:
+        x: images in [0, 1].
+        eps: the L-infinity radius (>= 0), in pixel units: 4/255 is four grey levels.
+        steps: ascent steps (>= 1).
+        step_size: ``a``; default ``eps`` for one step, ``2.5 eps / steps`` otherwise.
+
+    Returns:
+        ``(n, C, H, W)`` in [0, 1], with ``|x_adv - x| <= eps`` everywhere.
+    """
+    check_input(x, model)
+    eps = check_nonnegative(eps, "eps")
+    check_count(steps, "steps")
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise ValueError(f"adversarial images are made in [0, 1]; x ranges over "
+                         f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    a = check_nonnegative(step_size, "step_size") if step_size is not None else (
+        eps if steps == 1 else 2.5 * eps / steps)
+    x = x.detach()
+    adv = x.clone()
+    with explaining(model):
+        for _ in range(steps):
+            adv.requires_grad_(True)
+            out = model(adv)
+            score = target_scores(out, target)  # checks the target
+            if callable(target) and not isinstance(target, torch.Tensor):
+                loss = -score
+            else:
+                classes = target_classes(target, len(x), out.shape[1], x.device)
+                loss = F.cross_entropy(out, classes, reduction="sum")
+            (grad,) = torch.autograd.grad(loss.sum(), adv)
+            adv = adv.detach() + a * grad.sign()
+            adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0, 1)
+    return adv.detach()
 
 # Factor activation maps live in their own module (chapter 07); they are part of this namespace.
 from .factors import MODES, STATISTICS, factor_cam, factor_score  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------
+
+NEEDS = {
+    "layer": "a layer: a convolutional module of the model or its dotted name (layer=...)",
+    "nn.ReLU": "ReLUs as nn.ReLU modules (their backward rule is replaced)",
+    "GAP": "a network that ends in global average pooling and one linear layer",
+    "VAE": "a VAE encoder that returns (mu, logvar); the target is latent dimensions",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One map method of :data:`METHODS`.
+
+    Attributes:
+        name: its key in :data:`METHODS`, the function's name.
+        function: ``(model, x, target, **options) -> maps``.
+        title: the name the course shows (widgets, tables, figures).
+        grain: ``"fine"`` (computed in input space, per pixel) or ``"coarse"`` (at a layer's
+            resolution, upsampled).
+        paper: who introduced it, where.
+        needs: what the model or call must provide, words of :data:`NEEDS`.
+        defaults: keyword arguments the widgets, the benchmark and the leaderboard call it with
+            (the function's own defaults where empty).
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    title: str
+    grain: str
+    paper: str
+    needs: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def layered(self) -> bool:
+        """Whether the method looks at a layer (and takes ``layer=``)."""
+        return "layer" in self.needs
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, target: Target, *,
+                 layer: Layer | None = None, **options: Any) -> torch.Tensor:
+        """``function(model, x, target, layer=layer, **defaults, **options)``; ``layer`` is
+        ignored by methods that need none, and required by those that need one (unless the
+        function has a default layer, as :func:`factor_cam`)."""
+        kwargs = {**self.defaults, **options}
+        if self.layered and layer is not None:
+            kwargs["layer"] = layer
+        elif self.layered and "layer" not in kwargs and inspect.signature(
+                self.function).parameters["layer"].default is inspect.Parameter.empty:
+            raise ValueError(f"method {self.name!r} needs a layer: pass layer= a convolutional "
+                             f"module of the model or its dotted name")
+        return self.function(model, x, target, **kwargs)
+
+
+def _entries(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
+
+METHODS: dict[str, Method] = _entries(
+    Method("saliency", saliency, "gradient", "fine",
+           "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks"),
+    Method("deconvnet", deconvnet, "deconvnet", "fine",
+           "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
+           needs=("nn.ReLU",)),
+    Method("guided_backprop", guided_backprop, "guided backprop", "fine",
+           "Springenberg et al. 2015, Striving for Simplicity: The All Convolutional Net",
+           needs=("nn.ReLU",)),
+    Method("gradient_x_input", gradient_x_input, "gradient x input", "fine",
+           "Shrikumar et al. 2016, Not Just a Black Box"),
+    Method("smoothgrad", smoothgrad, "SmoothGrad", "fine",
+           "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
+           defaults={"samples": 25, "sigma": 0.15}),
+    Method("integrated_gradients", integrated_gradients, "Integrated Gradients", "fine",
+           "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+           defaults={"steps": 64}),
+    Method("occlusion", occlusion, "occlusion", "fine",
+           "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks, Sec. 4.2",
+           defaults={"window": 8, "stride": 4}),
+    Method("cam", cam, "CAM", "coarse",
+           "Zhou et al. 2016, Learning Deep Features for Discriminative Localization",
+           needs=("layer", "GAP")),
+    Method("gradcam", gradcam, "Grad-CAM", "coarse",
+           "Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks",
+           needs=("layer",)),
+    Method("gradcam_pp", gradcam_pp, "Grad-CAM++", "coarse",
+           "Chattopadhay et al. 2018, Grad-CAM++", needs=("layer",)),
+    Method("scorecam", scorecam, "Score-CAM", "coarse",
+           "Wang et al. 2020, Score-CAM: Score-Weighted Visual Explanations for CNNs",
+           needs=("layer",)),
+    Method("layercam", layercam, "LayerCAM", "coarse",
+           "the source document; Jiang et al. 2021, LayerCAM", needs=("layer",)),
+    Method("guided_gradcam", guided_gradcam, "guided Grad-CAM", "fine",
+           "Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks",
+           needs=("layer", "nn.ReLU")),
+    Method("factor_cam", factor_cam, "factor activation map", "coarse",
+           "the source document; cf. Liu et al. 2020, Towards Visually Explaining VAEs",
+           needs=("layer", "VAE")),
+)
+
+
+def get_method(name: str) -> Method:
+    """The :class:`Method` of ``name``: a key of :data:`METHODS` (``"gradcam"``) or a title
+    (``"Grad-CAM"``)."""
+    if isinstance(name, str):
+        if name in METHODS:
+            return METHODS[name]
+        for method in METHODS.values():
+            if method.title == name:
+                return method
+    raise ValueError(f"unknown method {name!r}; valid names: {', '.join(METHODS)} (or their "
+                     f"titles: {', '.join(m.title for m in METHODS.values())})")

@@ -1,8 +1,9 @@
 """Interactive explorers for JupyterLab: change a control, see the map change.
 
 * :func:`explorer` - pick a Shapes image (or draw a new random scene, with one object or two),
-  a target class, an explanation method of :mod:`vismap.explain` and a layer; see the map
-  laid over the image, with the target's score ``y^c`` and softmax probability.
+  a target class, an explanation method of the registry :data:`vismap.explain.METHODS` and a
+  layer; see the map laid over the image, with the target's score ``y^c`` and softmax
+  probability.
 * :func:`latent_explorer` - one slider per latent dimension ``z_i`` of the sprites VAE gives
   the decoded sprite ``sigmoid(decode(z))``; a dropdown picks the dimension whose factor
   activation map (:func:`vismap.explain.factor_cam`) is laid over the image.
@@ -16,7 +17,7 @@ without a browser, and the same figure can be made without any widget::
     >>> import vismap as vm
     >>> model = vm.models.load_pretrained("shapes-cnn")
     >>> image = vm.data.make_shapes(1, seed=7).images[0]          # (3, 64, 64)
-    >>> r = vm.widgets.render_explorer(model, image, "circle", "Grad-CAM", "features.9")
+    >>> r = vm.widgets.render_explorer(model, image, "circle", "gradcam", "features.9")
     >>> r["score"], r["probability"], r["map"].shape               # y^c, softmax, (1, 1, 64, 64)
 """
 
@@ -34,30 +35,15 @@ from torch import nn
 
 from . import data, explain
 from ._core import explaining
-from .models import load_pretrained
 from .data import HELDOUT_SEED  # images never used for training
+from .models import load_pretrained
 
-__all__ = ["METHODS", "LAYERED", "explorer", "latent_explorer", "render_explorer",
-           "render_latents", "conv_layers", "cam_layer", "shown_map", "Explorer",
+__all__ = ["explorer", "latent_explorer", "render_explorer", "render_latents",
+           "classifier_methods", "conv_layers", "cam_layer", "shown_map", "Explorer",
            "LatentExplorer"]
 
 SIZE = 64  # the side of Shapes and Sprites images
 ALPHA = 0.6  # opacity of a map laid over its image
-
-# method name -> f(model, x, target, layer) -> maps (n, C, H, W); the names are the course's
-METHODS: dict[str, Callable[[nn.Module, torch.Tensor, int, str | None], torch.Tensor]] = {
-    "gradient": lambda model, x, t, layer: explain.saliency(model, x, t),
-    "deconvnet": lambda model, x, t, layer: explain.deconvnet(model, x, t),
-    "guided backprop": lambda model, x, t, layer: explain.guided_backprop(model, x, t),
-    "occlusion": lambda model, x, t, layer: explain.occlusion(model, x, t),
-    "CAM": lambda model, x, t, layer: explain.cam(model, x, t, layer=layer),
-    "Grad-CAM": lambda model, x, t, layer: explain.gradcam(model, x, t, layer=layer),
-    "LayerCAM": lambda model, x, t, layer: explain.layercam(model, x, t, layer=layer),
-    "guided Grad-CAM": lambda model, x, t, layer: explain.guided_gradcam(model, x, t,
-                                                                         layer=layer),
-}
-LAYERED = ("CAM", "Grad-CAM", "LayerCAM", "guided Grad-CAM")  # the methods that need a layer
-
 
 # --------------------------------------------------------------------------------------------
 # Checking what the reader gives
@@ -117,9 +103,10 @@ def _class_index(target, classes: Sequence[str]) -> int:
                      f"({', '.join(classes)}), got {target!r}")
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+def classifier_methods() -> list[str]:
+    """The names of the registry's methods (:data:`vismap.explain.METHODS`) that explain a
+    classifier's class: the explorer's choices (CAM only for a GAP network)."""
+    return [m.name for m in explain.METHODS.values() if "VAE" not in m.needs]
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -185,17 +172,19 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
                     classes: Sequence[str] = data.SHAPE_CLASSES) -> dict:
     """The explorer's figure for one choice of its controls.
 
-    Runs ``METHODS[method]`` (a function of :mod:`vismap.explain`) on one image for one target
-    class and draws the image, the map and the map laid over the image. The overlay's title
-    gives the target's score ``y^c`` (the logit) and its softmax probability
-    ``p_c = exp(y^c) / sum_k exp(y^k)``.
+    Runs the registry's method (:func:`vismap.explain.get_method`, with its default options
+    and torch's random generator seeded with 0, so that SmoothGrad's map is the same at every
+    call) on one image for one target class and draws the image, the map and the map laid over
+    the image. The overlay's title gives the target's score ``y^c`` (the logit) and its softmax
+    probability ``p_c = exp(y^c) / sum_k exp(y^k)``.
 
     Args:
         model: a Shapes classifier (``(n, 3, 64, 64) -> (n, classes)``).
         image: ``(3, 64, 64)`` or ``(1, 3, 64, 64)``, values in [0, 1].
         target: a class name of ``classes`` or its index.
-        method: a key of :data:`METHODS`.
-        layer: for the methods of :data:`LAYERED`, the dotted name of a layer (default: the
+        method: a name of :data:`vismap.explain.METHODS` (``"gradcam"``) or its title
+            (``"Grad-CAM"``).
+        layer: for the methods that look at a layer, the dotted name of a layer (default: the
             last conv layer, or for CAM the layer where CAM holds); ignored by the others.
         ax: draw only the overlay, into these axes; default a new figure with three panels.
         caption: the image panel's title (e.g. its true class).
@@ -203,15 +192,19 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     Returns:
         dict with ``figure``, ``axes``, ``map`` (the method's output ``(1, C, 64, 64)``),
         ``shown`` (the ``(64, 64)`` array drawn, :func:`shown_map`), ``score``,
-        ``probability``, ``predicted`` (class index), ``target`` (index), ``method``,
-        ``layer`` and ``title``.
+        ``probability``, ``predicted`` (class index), ``target`` (index), ``method`` (the
+        registry name), ``layer`` and ``title``.
     """
     x = _one_image(image, 3)
-    _check_method(method)
+    entry = explain.get_method(method)
+    if "VAE" in entry.needs:
+        raise ValueError(f"method {entry.name!r} explains a VAE's latent factors; the explorer "
+                         f"explains a classifier: use latent_explorer, or one of "
+                         f"{', '.join(classifier_methods())}")
     target = _class_index(target, classes)
-    if method in LAYERED:
+    if entry.layered:
         if layer is None:  # for CAM, where it holds; else (or if it holds nowhere) the last conv
-            layer = (method == "CAM" and cam_layer(model)) or (conv_layers(model) or [""])[-1]
+            layer = (entry.name == "cam" and cam_layer(model)) or (conv_layers(model) or [""])[-1]
         _check_layer(model, layer)
     else:
         layer = None
@@ -224,11 +217,13 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     probability = float(logits.softmax(1)[0, target])
     predicted = int(logits.argmax(1))
 
-    maps = METHODS[method](model, x, target, layer).detach()
+    with torch.random.fork_rng(devices=[]):  # the same map at every call; the caller's RNG kept
+        torch.manual_seed(0)
+        maps = entry(model, x, target, layer=layer).detach()
     shown = shown_map(maps)
     colours = _colours(shown)
     where = f" at {layer}" if layer else ""
-    title = (f"{method}{where} for '{classes[target]}'\n"
+    title = (f"{entry.title}{where} for '{classes[target]}'\n"
              f"score y = {score:.2f}, p = {probability:.1%}")
 
     if ax is None:
@@ -249,7 +244,7 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     for a in axes:
         a.set(xticks=[], yticks=[])
     return dict(figure=fig, axes=list(axes), map=maps, shown=shown, score=score,
-                probability=probability, predicted=predicted, target=target, method=method,
+                probability=probability, predicted=predicted, target=target, method=entry.name,
                 layer=layer, title=title)
 
 
@@ -303,7 +298,7 @@ class Explorer(_Panel):
             model=widgets.Dropdown(options=list(self.models), description="model"),
             target=widgets.Dropdown(options=[(n, i) for i, n in enumerate(self.classes)],
                                     description="target", style=style),
-            method=widgets.Dropdown(options=self._methods(first), value="Grad-CAM",
+            method=widgets.Dropdown(options=self._methods(first), value="gradcam",
                                     description="method"),
             layer=widgets.Dropdown(options=self._layers(first), description="layer"),
         )
@@ -339,8 +334,10 @@ class Explorer(_Panel):
         with explaining(model), torch.no_grad():
             return int(model(image[None]).argmax(1))
 
-    def _methods(self, model: nn.Module) -> list[str]:
-        return [m for m in METHODS if m != "CAM" or self._cam_layer(model) is not None]
+    def _methods(self, model: nn.Module) -> list[tuple[str, str]]:
+        """``(title, name)`` of the methods offered for ``model``."""
+        return [(explain.METHODS[m].title, m) for m in classifier_methods()
+                if m != "cam" or self._cam_layer(model) is not None]
 
     def _cam_layer(self, model: nn.Module) -> str | None:
         if id(model) not in self._cam_layers:  # found once per model: a few forwards
@@ -366,12 +363,13 @@ class Explorer(_Panel):
             if change["owner"] is c["model"]:  # another model: its methods and its layers
                 method = c["method"].value
                 c["method"].options = self._methods(model)
-                c["method"].value = method if method in c["method"].options else "Grad-CAM"
+                names = [name for _, name in c["method"].options]
+                c["method"].value = method if method in names else "gradcam"
                 c["layer"].options = self._layers(model)
                 c["layer"].value = conv_layers(model)[-1]
-            if c["method"].value == "CAM" and change["owner"] is not c["layer"]:
+            if c["method"].value == "cam" and change["owner"] is not c["layer"]:
                 c["layer"].value = self._cam_layer(model)  # the one layer where CAM holds
-            c["layer"].disabled = c["method"].value not in LAYERED
+            c["layer"].disabled = not explain.METHODS[c["method"].value].layered
         finally:
             self._hold = False
         self.update()
@@ -393,7 +391,7 @@ class Explorer(_Panel):
         method = c["method"].value
         self._show(lambda: render_explorer(
             self.models[c["model"].value], image, c["target"].value, method,
-            c["layer"].value if method in LAYERED else None, caption=caption,
+            c["layer"].value if explain.METHODS[method].layered else None, caption=caption,
             classes=self.classes))
 
 
@@ -406,8 +404,9 @@ def explorer(model: nn.Module | str | None = None, images=None, labels=None, *,
     """An interactive explorer of the explanation methods on Shapes images.
 
     The reader picks an image (the slider) or draws a new random scene (one object, or two:
-    the "cat and dog" scenes), a target class, a method of :data:`METHODS` (CAM only for a
-    GAP network) and, for the coarse-grained methods, a conv layer, and sees the map laid over
+    the "cat and dog" scenes), a target class, a method of :data:`vismap.explain.METHODS`
+    (CAM only for a GAP network) and, for the methods that look at a layer, a conv layer, and
+    sees the map laid over
     the image with the target's score and probability (:func:`render_explorer`).
 
     Args:
