@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test test-fast lint test-browser train figures bench exercises slides clean-env help
+.PHONY: lab test test-fast lint test-browser train figures bench exercises slides book clean-env help
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab on notebooks/"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench    - time the explanation methods against their limits, captum and pytorch-grad-cam"
 	@echo "make exercises - student versions of the notebooks in build/exercises/ (nbgrader)"
 	@echo "make slides   - the group-meeting talk as build/talk.slides.html (opens offline)"
+	@echo "make book     - the course as a book: build/book/index.html, every chapter executed (offline)"
 	@echo "make test-browser - run notebooks in JupyterLab in a real (headless) Chromium"
 
 # (Re)install when .venv is missing or pyproject.toml changed since the last install.
@@ -53,6 +54,9 @@ exercises: $(STAMP)
 
 slides: $(STAMP)
 	$(BIN)/python scripts/make_slides.py
+
+book: $(STAMP)
+	$(BIN)/python scripts/make_book.py
 
 test-browser: $(STAMP)
 	$(BIN)/python scripts/browser_test.py

@@ -1,0 +1,66 @@
+"""Sphinx configuration of the vismap book (built by ``make book``, i.e. scripts/make_book.py).
+
+The book is Sphinx with MyST-NB (notebooks as pages) and sphinx-book-theme: the stack Jupyter
+Book 1 wraps, used directly. scripts/make_book.py executes the notebooks (or reuses the copies
+that nbval executed in ``make test``), lays the pages out in ``build/book_src/`` and runs
+``sphinx-build -c book build/book_src build/book``; Sphinx itself never executes a notebook
+(``nb_execution_mode = "off"``).
+
+Everything a page loads is local, so the book opens offline and sends no request off the
+machine: MathJax 2.7 from the jupyter-server-mathjax package (its STIX web fonts included),
+the theme's own fonts and icons, Sphinx's local search index, and no ipywidgets JavaScript
+(widget outputs are replaced by a note when the pages are laid out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jupyter_server_mathjax
+
+project = "vismap"
+author = "the vismap course"
+copyright = "the vismap course authors"
+html_title = "vismap: seeing why a CNN decides what it decides"
+
+extensions = ["myst_nb"]
+root_doc = "index"
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# --- notebooks: already executed by make_book.py; never run here --------------------------
+nb_execution_mode = "off"
+nb_merge_streams = True
+nb_ipywidgets_js: dict = {}  # MyST-NB would load the widget manager from a CDN
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+myst_update_mathjax = False  # our MathJax 2 configuration below, not MyST's MathJax 3 one
+
+# --- math: MathJax 2.7 shipped by jupyter-server-mathjax, copied into _static ---------------
+MATHJAX_DIR = Path(jupyter_server_mathjax.__file__).parent / "static"
+html_static_path = [str(MATHJAX_DIR), "static"]
+mathjax_path = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+mathjax2_config = {
+    # Sphinx writes math as \( \) and \[ \] inside elements of class "math"; typeset only those
+    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                "processEscapes": True, "ignoreClass": "document", "processClass": "math"},
+    # the package ships only the STIX web fonts: use them, never a font from elsewhere
+    "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None},
+    "showMathMenu": False,
+    "messageStyle": "none",
+}
+
+# --- look and navigation ----------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_theme_options = {
+    "home_page_in_toc": True,
+    "show_toc_level": 2,
+    "use_download_button": True,
+    "use_fullscreen_button": False,
+    "show_navbar_depth": 1,
+}
+html_css_files = ["book.css"]
+html_last_updated_fmt = None
+html_copy_source = False
+html_show_sourcelink = False
+suppress_warnings = ["mystnb.unknown_mime_type"]
