@@ -18,14 +18,25 @@ The library behind the course's notebooks:
 """
 
 import importlib
+from types import ModuleType
 
-from . import _core, data, disentangle, explain, metrics, models, vae
+from . import data, disentangle, explain, metrics, models, vae
 
-__all__ = ["data", "models", "vae", "explain", "metrics", "disentangle", "train", "bench", "widgets"]
+__all__ = [
+    "data",
+    "models",
+    "vae",
+    "explain",
+    "metrics",
+    "disentangle",
+    "train",
+    "bench",
+    "widgets",
+]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     # The command-line modules are imported on first use, so that `python -m vismap.train`
     # (or `vismap.bench`) does not import its module twice.
     if name in ("train", "bench", "widgets"):

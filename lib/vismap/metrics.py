@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,18 +46,34 @@ from torch import nn
 
 from ._core import Layer, Target, check_input, explaining, resolve_layer, target_classes
 
-__all__ = ["pointing_game", "box_from_map", "box_iou", "localization_accuracy",
-           "relevance_mass", "importance", "blur", "deletion_curve", "deletion_auc",
-           "insertion_curve", "insertion_auc", "spearman", "ssim", "randomization_check",
-           "Randomization", "BLUR_SIGMA", "pixel_auroc"]
+__all__ = [
+    "pointing_game",
+    "box_from_map",
+    "box_iou",
+    "localization_accuracy",
+    "relevance_mass",
+    "importance",
+    "blur",
+    "deletion_curve",
+    "deletion_auc",
+    "insertion_curve",
+    "insertion_auc",
+    "spearman",
+    "ssim",
+    "randomization_check",
+    "Randomization",
+    "BLUR_SIGMA",
+    "pixel_auroc",
+]
 
 
 def _maps_2d(maps: torch.Tensor, what: str = "maps") -> torch.Tensor:
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3:
-        raise ValueError(f"{what} must have shape (n, 1, H, W) or (n, H, W), got "
-                         f"{tuple(maps.shape)}")
+        raise ValueError(
+            f"{what} must have shape (n, 1, H, W) or (n, H, W), got {tuple(maps.shape)}"
+        )
     return maps
 
 
@@ -74,8 +90,9 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
     if tolerance > 0:
-        grown = ndimage.binary_dilation(masks.cpu().numpy(), np.ones((1, 3, 3), bool),
-                                        iterations=tolerance)
+        grown = ndimage.binary_dilation(
+            masks.cpu().numpy(), np.ones((1, 3, 3), bool), iterations=tolerance
+        )
         masks = torch.from_numpy(grown).to(maps.device)
     flat = maps.flatten(1)
     peak = flat.argmax(1)
@@ -113,12 +130,16 @@ def _check_masks(masks: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """``masks`` as ``(n, H, W)`` bool on the maps' device, the maps' shape, none empty."""
     masks = _maps_2d(masks, "masks").bool().to(maps.device)
     if masks.shape != maps.shape:
-        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ; "
-                         f"give one mask per map, at the map's resolution")
+        raise ValueError(
+            f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ; "
+            f"give one mask per map, at the map's resolution"
+        )
     empty = (~masks.flatten(1).any(1)).nonzero()[:, 0].tolist()
     if empty:
-        raise ValueError(f"the masks of images {empty[:10]}{' ...' if len(empty) > 10 else ''} "
-                         f"are empty: a mask must contain at least one pixel")
+        raise ValueError(
+            f"the masks of images {empty[:10]}{' ...' if len(empty) > 10 else ''} "
+            f"are empty: a mask must contain at least one pixel"
+        )
     return masks
 
 
@@ -131,9 +152,9 @@ def box_from_map(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
         ``(n, 4)`` int64 boxes ``(x0, y0, x1, y1)``; a map with no positive value gives the
         empty box ``(0, 0, 0, 0)``.
     """
-    maps = _maps_2d(maps).detach().cpu().numpy()
-    boxes = np.zeros((len(maps), 4), dtype=np.int64)
-    for k, m in enumerate(maps):
+    arrays = _maps_2d(maps).detach().cpu().numpy()
+    boxes = np.zeros((len(arrays), 4), dtype=np.int64)
+    for k, m in enumerate(arrays):
         top = m.max()
         if not top > 0:
             continue
@@ -155,8 +176,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
-def localization_accuracy(maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2,
-                          iou: float = 0.5) -> float:
+def localization_accuracy(
+    maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2, iou: float = 0.5
+) -> float:
     """Share of maps whose :func:`box_from_map` overlaps the true box ``(n, 4)`` with
     IoU >= ``iou``."""
     if boxes.dim() == 3 and boxes.shape[1] == 1:
@@ -182,8 +204,9 @@ def importance(maps: torch.Tensor) -> torch.Tensor:
     if maps.dim() == 3:
         return maps[:, None]
     if maps.dim() != 4:
-        raise ValueError(f"maps must have shape (n, C, H, W), (n, 1, H, W) or (n, H, W), got "
-                         f"{tuple(maps.shape)}")
+        raise ValueError(
+            f"maps must have shape (n, C, H, W), (n, 1, H, W) or (n, H, W), got {tuple(maps.shape)}"
+        )
     return maps if maps.shape[1] == 1 else maps.abs().sum(1, keepdim=True)
 
 
@@ -215,8 +238,10 @@ def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Te
     """The image that "removed" pixels take: a constant, ``"blur"``, or a tensor like ``x``."""
     if isinstance(baseline, str):
         if baseline != "blur":
-            raise ValueError(f"unknown baseline {baseline!r}; valid: 'blur', a number (a "
-                             f"constant image), or a tensor broadcastable to x {tuple(x.shape)}")
+            raise ValueError(
+                f"unknown baseline {baseline!r}; valid: 'blur', a number (a "
+                f"constant image), or a tensor broadcastable to x {tuple(x.shape)}"
+            )
         return blur(x)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
@@ -225,10 +250,13 @@ def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Te
             return baseline.to(x.device, x.dtype).expand_as(x)
         except RuntimeError:
             pass
-        raise ValueError(f"a baseline tensor must be broadcastable to x {tuple(x.shape)}, got "
-                         f"{tuple(baseline.shape)}")
-    raise ValueError(f"baseline must be 'blur', a number or a tensor like x, got "
-                     f"{type(baseline).__name__}")
+        raise ValueError(
+            f"a baseline tensor must be broadcastable to x {tuple(x.shape)}, got "
+            f"{tuple(baseline.shape)}"
+        )
+    raise ValueError(
+        f"baseline must be 'blur', a number or a tensor like x, got {type(baseline).__name__}"
+    )
 
 
 def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -242,31 +270,44 @@ def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     scores = importance(maps).detach()
     n, _, h, w = x.shape
     if scores.shape[0] != n or scores.shape[-2:] != (h, w):
-        raise ValueError(f"maps {tuple(maps.shape)} do not fit the images {tuple(x.shape)}: "
-                         f"give one map per image at the image's resolution ({h}x{w})")
+        raise ValueError(
+            f"maps {tuple(maps.shape)} do not fit the images {tuple(x.shape)}: "
+            f"give one map per image at the image's resolution ({h}x{w})"
+        )
     scores = scores.flatten(1).to(x.device)
     shuffle = torch.randperm(h * w, generator=torch.Generator().manual_seed(0)).to(x.device)
     ranked = scores[:, shuffle].argsort(dim=1, descending=True, stable=True)
     return shuffle[ranked]
 
 
-def _perturbation_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor,
-                        steps: int, start: torch.Tensor, end: torch.Tensor,
-                        batch_size: int) -> torch.Tensor:
+def _perturbation_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    steps: int,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    batch_size: int,
+) -> torch.Tensor:
     """The target's probability on images that take, at step ``k``, the ``round(k H W /
     steps)`` pixels the map ranks first from ``end`` and the others from ``start``."""
     n, _, h, w = x.shape
     if callable(target) and not isinstance(target, torch.Tensor):
-        raise ValueError("deletion and insertion measure a class's softmax probability: give an "
-                         "int or one class per image, not a callable target")
+        raise ValueError(
+            "deletion and insertion measure a class's softmax probability: give an "
+            "int or one class per image, not a callable target"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1 (the curve has steps + 1 points), got "
-                         f"{steps!r}")
+        raise ValueError(
+            f"steps must be an integer >= 1 (the curve has steps + 1 points), got {steps!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     order = _pixel_order(maps, x)
     rank = torch.empty_like(order).scatter_(
-        1, order, torch.arange(h * w, device=x.device).expand(n, -1))  # rank of every pixel
+        1, order, torch.arange(h * w, device=x.device).expand(n, -1)
+    )  # rank of every pixel
     counts = torch.round(torch.arange(steps + 1, device=x.device) * (h * w / steps)).long()
     probs = torch.empty(n * (steps + 1), device=x.device)
     with explaining(model), torch.no_grad():
@@ -283,9 +324,16 @@ def _perturbation_curve(model: nn.Module, x: torch.Tensor, target: Target, maps:
     return probs.view(n, steps + 1)
 
 
-def deletion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
-                   steps: int = 32, baseline: float | str | torch.Tensor = 0.0,
-                   batch_size: int = 64) -> torch.Tensor:
+def deletion_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 32,
+    baseline: float | str | torch.Tensor = 0.0,
+    batch_size: int = 64,
+) -> torch.Tensor:
     """The deletion curve (Petsiuk, Das & Saenko 2018, *RISE: Randomized Input Sampling for
     Explanation of Black-box Models*, Sec. 4.2).
 
@@ -315,9 +363,16 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torc
     return _perturbation_curve(model, x, target, maps, steps, x, base, batch_size)
 
 
-def insertion_curve(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
-                    steps: int = 32, baseline: float | str | torch.Tensor = "blur",
-                    batch_size: int = 64) -> torch.Tensor:
+def insertion_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 32,
+    baseline: float | str | torch.Tensor = "blur",
+    batch_size: int = 64,
+) -> torch.Tensor:
     """The insertion curve (Petsiuk et al. 2018, Sec. 4.2): start from the ``baseline`` (by
     default a blurred copy of the image, as in RISE) and put back the image's pixels in the
     map's order; a good map makes the probability rise at once. Arguments and returns as
@@ -333,23 +388,43 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
 
 
-def deletion_auc(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
-                 steps: int = 32, baseline: float | str | torch.Tensor = 0.0,
-                 batch_size: int = 64) -> torch.Tensor:
+def deletion_auc(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 32,
+    baseline: float | str | torch.Tensor = 0.0,
+    batch_size: int = 64,
+) -> torch.Tensor:
     """Area under the :func:`deletion_curve` (trapezoid rule over the deleted fraction in
     [0, 1]), ``(n,)``. **Lower is better**: the probability falls fast when what the map ranks
     first is deleted."""
-    return _auc(deletion_curve(model, x, target, maps, steps=steps, baseline=baseline,
-                               batch_size=batch_size))
+    return _auc(
+        deletion_curve(
+            model, x, target, maps, steps=steps, baseline=baseline, batch_size=batch_size
+        )
+    )
 
 
-def insertion_auc(model: nn.Module, x: torch.Tensor, target: Target, maps: torch.Tensor, *,
-                  steps: int = 32, baseline: float | str | torch.Tensor = "blur",
-                  batch_size: int = 64) -> torch.Tensor:
+def insertion_auc(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    maps: torch.Tensor,
+    *,
+    steps: int = 32,
+    baseline: float | str | torch.Tensor = "blur",
+    batch_size: int = 64,
+) -> torch.Tensor:
     """Area under the :func:`insertion_curve` (trapezoid rule over the inserted fraction in
     [0, 1]), ``(n,)``. **Higher is better**."""
-    return _auc(insertion_curve(model, x, target, maps, steps=steps, baseline=baseline,
-                                batch_size=batch_size))
+    return _auc(
+        insertion_curve(
+            model, x, target, maps, steps=steps, baseline=baseline, batch_size=batch_size
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,10 +434,14 @@ def insertion_auc(model: nn.Module, x: torch.Tensor, target: Target, maps: torch
 
 def _as_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape or a.dim() < 2:
-        raise ValueError(f"compare two batches of maps of the same shape (n, ...), got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    return (a.detach().flatten(1).cpu().double().numpy(),
-            b.detach().flatten(1).cpu().double().numpy())
+        raise ValueError(
+            f"compare two batches of maps of the same shape (n, ...), got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return (
+        a.detach().flatten(1).cpu().double().numpy(),
+        b.detach().flatten(1).cpu().double().numpy(),
+    )
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -371,10 +450,10 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     A constant map has no order to compare: its correlation is 0, not NaN."""
     from scipy.stats import rankdata  # imported here: scipy.stats takes a second to import
 
-    a, b = _as_rows(a, b)
-    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    rows_a, rows_b = _as_rows(a, b)
+    ra, rb = rankdata(rows_a, axis=1), rankdata(rows_b, axis=1)
     ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
-    norm = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    norm = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     rho = np.where(norm > 0, (ra * rb).sum(1) / np.where(norm > 0, norm, 1.0), 0.0)
     return torch.from_numpy(rho).float()
 
@@ -389,14 +468,26 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
     a, b = _maps_2d(a).detach().cpu().double(), _maps_2d(b).detach().cpu().double()
     if a.shape != b.shape:
-        raise ValueError(f"compare maps of the same shape, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+        raise ValueError(
+            f"compare maps of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     side = min(a.shape[-2:])
     window = min(11, side if side % 2 else side - 1)
-    return torch.tensor([structural_similarity(p.numpy(), q.numpy(), data_range=data_range,
-                                               gaussian_weights=True, sigma=1.5,
-                                               use_sample_covariance=False, win_size=window)
-                         for p, q in zip(a, b)], dtype=torch.float32)
+    return torch.tensor(
+        [
+            structural_similarity(
+                p.numpy(),
+                q.numpy(),
+                data_range=data_range,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                win_size=window,
+            )
+            for p, q in zip(a, b, strict=True)
+        ],
+        dtype=torch.float32,
+    )
 
 
 @dataclass
@@ -424,7 +515,9 @@ def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
-def _layer_steps(model: nn.Module, layers) -> list[list[str]]:
+def _layer_steps(
+    model: nn.Module, layers: Layer | Sequence[Layer | Sequence[Layer]] | None
+) -> list[list[str]]:
     """The names randomised at each step: given (a name, a module, or a list of them per step),
     or every module with parameters of its own, from the last registered (the output) up."""
     if layers is None:
@@ -455,10 +548,15 @@ def _compared(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, flat / top.clamp(min=1e-30), torch.zeros_like(flat)).view_as(m)
 
 
-def randomization_check(model: nn.Module, x: torch.Tensor, target: Target,
-                        method: Callable[[nn.Module, torch.Tensor, Target], torch.Tensor], *,
-                        layers: Sequence[Layer | Sequence[Layer]] | None = None,
-                        seed: int = 0) -> Randomization:
+def randomization_check(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    method: Callable[[nn.Module, torch.Tensor, Target], torch.Tensor],
+    *,
+    layers: Layer | Sequence[Layer | Sequence[Layer]] | None = None,
+    seed: int = 0,
+) -> Randomization:
     """Cascading model-parameter randomisation (Adebayo, Gilmer, Muelly, Goodfellow, Hardt &
     Kim 2018, *Sanity Checks for Saliency Maps*, Sec. 4.1).
 
@@ -498,17 +596,24 @@ def randomization_check(model: nn.Module, x: torch.Tensor, target: Target,
             torch.manual_seed(seed + k)
             for name in names:
                 for m in clone.get_submodule(name).modules():
-                    if hasattr(m, "reset_parameters") and _owns_parameters(m):
-                        m.reset_parameters()
+                    reset = getattr(m, "reset_parameters", None)
+                    if callable(reset) and _owns_parameters(m):
+                        reset()
             maps.append(_compared(method(clone, x, target)))
     if maps[0].shape != maps[-1].shape:
-        raise ValueError(f"method returned maps of shape {tuple(maps[0].shape)} and then "
-                         f"{tuple(maps[-1].shape)}")
+        raise ValueError(
+            f"method returned maps of shape {tuple(maps[0].shape)} and then {tuple(maps[-1].shape)}"
+        )
     rho = torch.stack([spearman(maps[0], m) for m in maps[1:]])
     sim = torch.stack([ssim(maps[0], m) for m in maps[1:]])
-    return Randomization(layers=[" + ".join(names) for names in steps], spearman=rho.mean(1),
-                         ssim=sim.mean(1), spearman_images=rho, ssim_images=sim,
-                         maps=torch.stack(maps).cpu())
+    return Randomization(
+        layers=[" + ".join(names) for names in steps],
+        spearman=rho.mean(1),
+        ssim=sim.mean(1),
+        spearman_images=rho,
+        ssim_images=sim,
+        maps=torch.stack(maps).cpu(),
+    )
 
 
 def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
@@ -532,7 +637,9 @@ def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("pixel_auroc needs masks with both positive and negative pixels; "
-                         f"got {n_pos} positive and {n_neg} negative")
+        raise ValueError(
+            "pixel_auroc needs masks with both positive and negative pixels; "
+            f"got {n_pos} positive and {n_neg} negative"
+        )
     ranks = stats.rankdata(maps.detach().reshape(-1).double().cpu().numpy())
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -1,5 +1,10 @@
 """Real photos with torchvision's ImageNet models (the appendix, notebook 09).
 
+Use them as ``vm.models.imagenet``, ``vm.models.load_photo`` and so on: :mod:`vismap.models`
+re-exports every public name of this module (the same objects), and that is the course's one
+import path for models, the small ones and the ImageNet ones alike. This module holds the
+implementation.
+
 * :func:`imagenet` - VGG16, ResNet-18 or ResNet-50 with torchvision's ImageNet weights (from the
   torch hub cache, or downloaded once), their 1000 class names and their preprocessing; or the
   same network with random weights, which needs no file at all.
@@ -13,9 +18,10 @@ seconds that ``download.pytorch.org`` can be reached, and otherwise raises
 :class:`WeightsUnavailableError`, whose message says which file to put where. Set
 ``VISMAP_OFFLINE=1`` to never try a download.
 
-    >>> net = imagenet("resnet50", weights=None)          # random weights, offline
-    >>> x = net.preprocess(load_photo("chelsea"))        # (1, 3, 224, 224)
-    >>> net.predict(x, k=3)[0]                           # [(class name, probability), ...]
+    >>> import vismap as vm
+    >>> net = vm.models.imagenet("resnet50", weights=None)   # random weights, offline
+    >>> x = net.preprocess(vm.models.load_photo("chelsea"))  # (1, 3, 224, 224)
+    >>> net.predict(x, k=3)[0]                               # [(class name, probability), ...]
 """
 
 from __future__ import annotations
@@ -27,15 +33,30 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["PHOTOS", "IMAGENET_ARCHITECTURES", "ImageNetModel", "WeightsUnavailableError",
-           "imagenet", "load_photo", "weights_path"]
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+    from torchvision.models import WeightsEnum
+
+ImageLike = Union[np.ndarray, "PILImage"]
+"""An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array, or a PIL image."""
+Weights = Union[str, None, "WeightsEnum"]
+"""``"imagenet"``, ``None`` or ``"random"``, a torchvision weights member or its name."""
+
+__all__ = [
+    "PHOTOS",
+    "ImageNetModel",
+    "WeightsUnavailableError",
+    "imagenet",
+    "load_photo",
+    "weights_path",
+]
 
 PHOTOS: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
 """The bundled photos :func:`load_photo` knows by name (``skimage.data.<name>()``)."""
@@ -44,15 +65,29 @@ PHOTOS: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
 # VGG16's features: conv/ReLU pairs, max-pools at 4, 9, 16, 23, 30; conv5_3's ReLU is 29 (14x14).
 # ResNet's stages: layer1 56x56, layer2 28x28, layer3 14x14, layer4 7x7 (for a 224x224 input).
 _SPECS: dict[str, tuple[str, str, str, dict[str, str]]] = {
-    "vgg16": ("vgg16", "VGG16_Weights", "IMAGENET1K_V1",
-              {"last_conv": "features.29", "conv5_3": "features.29", "conv4_3": "features.22",
-               "conv3_3": "features.15"}),
-    "resnet50": ("resnet50", "ResNet50_Weights", "IMAGENET1K_V1",
-                 {"last_conv": "layer4", "layer4": "layer4", "layer3": "layer3",
-                  "layer2": "layer2"}),
-    "resnet18": ("resnet18", "ResNet18_Weights", "IMAGENET1K_V1",
-                 {"last_conv": "layer4", "layer4": "layer4", "layer3": "layer3",
-                  "layer2": "layer2"}),
+    "vgg16": (
+        "vgg16",
+        "VGG16_Weights",
+        "IMAGENET1K_V1",
+        {
+            "last_conv": "features.29",
+            "conv5_3": "features.29",
+            "conv4_3": "features.22",
+            "conv3_3": "features.15",
+        },
+    ),
+    "resnet50": (
+        "resnet50",
+        "ResNet50_Weights",
+        "IMAGENET1K_V1",
+        {"last_conv": "layer4", "layer4": "layer4", "layer3": "layer3", "layer2": "layer2"},
+    ),
+    "resnet18": (
+        "resnet18",
+        "ResNet18_Weights",
+        "IMAGENET1K_V1",
+        {"last_conv": "layer4", "layer4": "layer4", "layer3": "layer3", "layer2": "layer2"},
+    ),
 }
 IMAGENET_ARCHITECTURES: tuple[str, ...] = tuple(_SPECS)
 """The torchvision architectures :func:`imagenet` builds."""
@@ -101,7 +136,7 @@ class ImageNetModel:
         """True when the ImageNet weights are loaded, False for random weights."""
         return self.weights is not None
 
-    def crop(self, image) -> np.ndarray:
+    def crop(self, image: ImageLike) -> np.ndarray:
         """The part of ``image`` the network sees: the shorter side resized to ``resize_size``
         (bilinear, antialiased), then the central ``crop_size x crop_size`` square.
 
@@ -111,8 +146,9 @@ class ImageNetModel:
         from torchvision.transforms import functional as TF
 
         pixels = torch.from_numpy(_as_rgb_array(image)).permute(2, 0, 1)  # (3, H, W) uint8
-        pixels = TF.resize(pixels, [self.resize_size], interpolation=self.interpolation,
-                           antialias=True)
+        pixels = TF.resize(
+            pixels, [self.resize_size], interpolation=self.interpolation, antialias=True
+        )
         return TF.center_crop(pixels, [self.crop_size]).permute(1, 2, 0).numpy()
 
     def normalize(self, crop: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -122,7 +158,7 @@ class ImageNetModel:
         mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
         return ((pixels - mean) / std)[None]
 
-    def preprocess(self, image) -> torch.Tensor:
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
         """The network's input for ``image``: :meth:`crop`, then :meth:`normalize`.
 
         The same steps, with the same numbers, as torchvision's ``weights.transforms()``
@@ -154,11 +190,13 @@ class ImageNetModel:
         ``(category, softmax probability)`` per image, most probable first."""
         probs = self.model(x).softmax(1)
         top = probs.topk(k, dim=1)
-        return [[(self.categories[int(c)], float(p)) for p, c in zip(ps, cs)]
-                for ps, cs in zip(top.values, top.indices)]
+        return [
+            [(self.categories[int(c)], float(p)) for p, c in zip(ps, cs, strict=True)]
+            for ps, cs in zip(top.values, top.indices, strict=True)
+        ]
 
 
-def _weights_enum(name: str, weights) -> Any:
+def _weights_enum(name: str, weights: Weights) -> WeightsEnum:
     """The torchvision weights member that ``weights`` names for architecture ``name``."""
     import torchvision.models as tvm
 
@@ -174,7 +212,7 @@ def _weights_enum(name: str, weights) -> Any:
     raise ValueError(f"unknown weights {weights!r} for {name}; valid: {', '.join(valid)}")
 
 
-def weights_path(name: str, weights="imagenet") -> Path:
+def weights_path(name: str, weights: Weights = "imagenet") -> Path:
     """Where the weights file of ``name`` is cached: ``torch.hub.get_dir()/checkpoints/<file>``,
     the file name being the last part of torchvision's URL (``vgg16-397923af.pth``)."""
     _check_name(name)
@@ -184,12 +222,14 @@ def weights_path(name: str, weights="imagenet") -> Path:
 
 def _check_name(name: str) -> None:
     if name not in _SPECS:
-        raise ValueError(f"unknown architecture {name!r}; supported: "
-                         f"{', '.join(IMAGENET_ARCHITECTURES)}")
+        raise ValueError(
+            f"unknown architecture {name!r}; supported: {', '.join(IMAGENET_ARCHITECTURES)}"
+        )
 
 
-def imagenet(name: str, weights: Any = "imagenet", *, seed: int = 0,
-             timeout: float = 3.0) -> ImageNetModel:
+def imagenet(
+    name: str, weights: Weights = "imagenet", *, seed: int = 0, timeout: float = 3.0
+) -> ImageNetModel:
     """A torchvision ImageNet classifier, in eval mode, with its class names and preprocessing.
 
     Args:
@@ -235,17 +275,25 @@ def imagenet(name: str, weights: Any = "imagenet", *, seed: int = 0,
         except RuntimeError as err:  # missing or unexpected tensors, wrong shapes
             raise WeightsUnavailableError(
                 f"{weights_path(name, meta_weights)} does not hold {name}'s weights ({err}); "
-                f"delete it and run imagenet({name!r}) again while online") from err
+                f"delete it and run imagenet({name!r}) again while online"
+            ) from err
         loaded = str(meta_weights)
     t = meta_weights.transforms()
     return ImageNetModel(
-        name=name, model=model.eval(), categories=list(meta_weights.meta["categories"]),
-        layers=dict(layers), weights=loaded, resize_size=int(t.resize_size[0]),
-        crop_size=int(t.crop_size[0]), mean=tuple(t.mean), std=tuple(t.std),
-        interpolation=t.interpolation)
+        name=name,
+        model=model.eval(),
+        categories=list(meta_weights.meta["categories"]),
+        layers=dict(layers),
+        weights=loaded,
+        resize_size=int(t.resize_size[0]),
+        crop_size=int(t.crop_size[0]),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        interpolation=t.interpolation,
+    )
 
 
-def _load_state(name: str, weights, timeout: float) -> dict:
+def _load_state(name: str, weights: WeightsEnum, timeout: float) -> dict[str, torch.Tensor]:
     """The state dict of ``weights``: from the cache, else downloaded into it (if reachable)."""
     path = weights_path(name, weights)
     if not path.exists():
@@ -259,15 +307,17 @@ def _load_state(name: str, weights, timeout: float) -> dict:
         ) from err
 
 
-def _how_to_get(name: str, weights, path: Path) -> str:
+def _how_to_get(name: str, weights: WeightsEnum, path: Path) -> str:
     size = weights.meta.get("_file_size")
-    return (f"To get them, run vm.models.imagenet({name!r}) once while online, or download "
-            f"{weights.url}{f' ({size:.0f} MB)' if size else ''} on another machine and copy "
-            f"the file {path.name} into {path.parent} (torch.hub.get_dir()/checkpoints; set "
-            f"$TORCH_HOME to use another folder). For an untrained network, pass weights=None.")
+    return (
+        f"To get them, run vm.models.imagenet({name!r}) once while online, or download "
+        f"{weights.url}{f' ({size:.0f} MB)' if size else ''} on another machine and copy "
+        f"the file {path.name} into {path.parent} (torch.hub.get_dir()/checkpoints; set "
+        f"$TORCH_HOME to use another folder). For an untrained network, pass weights=None."
+    )
 
 
-def _download(name: str, weights, path: Path, timeout: float) -> None:
+def _download(name: str, weights: WeightsEnum, path: Path, timeout: float) -> None:
     """Download ``weights.url`` to ``path`` (its SHA-256 prefix checked), failing fast offline."""
     host = urlparse(weights.url).hostname
     if os.environ.get("VISMAP_OFFLINE", "") not in ("", "0"):
@@ -280,13 +330,16 @@ def _download(name: str, weights, path: Path, timeout: float) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             match = re.search(torch.hub.HASH_REGEX, path.name)
-            torch.hub.download_url_to_file(weights.url, str(path),
-                                           match.group(1) if match else None, progress=True)
+            torch.hub.download_url_to_file(
+                weights.url, str(path), match.group(1) if match else None, progress=True
+            )
             return
         except Exception as err:  # URLError, a timeout, a hash mismatch, a full disk ...
             reason = f"downloading {weights.url} failed ({type(err).__name__}: {err})"
-    raise WeightsUnavailableError(f"the ImageNet weights of {name} ({weights}) are not cached "
-                                  f"and {reason}. {_how_to_get(name, weights, path)}")
+    raise WeightsUnavailableError(
+        f"the ImageNet weights of {name} ({weights}) are not cached "
+        f"and {reason}. {_how_to_get(name, weights, path)}"
+    )
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
@@ -315,7 +368,7 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def load_photo(photo: str | os.PathLike) -> np.ndarray:
+def load_photo(photo: str | os.PathLike[str]) -> np.ndarray:
     """A photo as an RGB ``(H, W, 3)`` uint8 array.
 
     Args:
@@ -333,13 +386,16 @@ def load_photo(photo: str | os.PathLike) -> np.ndarray:
 
         return _as_rgb_array(getattr(skimage.data, photo)())
     if not isinstance(photo, (str, os.PathLike)):
-        raise TypeError(f"photo must be a name ({', '.join(PHOTOS)}) or a path, got "
-                        f"{type(photo).__name__}")
+        raise TypeError(
+            f"photo must be a name ({', '.join(PHOTOS)}) or a path, got {type(photo).__name__}"
+        )
     path = Path(photo)
     if not path.is_file():
         what = "is a folder, not an image file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"image {str(path)!r} {what}; give an image file or one of "
-                                f"the bundled photos: {', '.join(PHOTOS)}")
+        raise FileNotFoundError(
+            f"image {str(path)!r} {what}; give an image file or one of "
+            f"the bundled photos: {', '.join(PHOTOS)}"
+        )
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -347,11 +403,10 @@ def load_photo(photo: str | os.PathLike) -> np.ndarray:
             image.load()
             return _as_rgb_array(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{str(path)!r} is not an image file that PIL can read ({err})") \
-            from err
+        raise ValueError(f"{str(path)!r} is not an image file that PIL can read ({err})") from err
 
 
-def _as_rgb_array(image) -> np.ndarray:
+def _as_rgb_array(image: ImageLike) -> np.ndarray:
     """A PIL image or an ``(H, W)``, ``(H, W, 1|3|4)`` array -> RGB ``(H, W, 3)`` uint8."""
     from PIL import Image
 
@@ -375,7 +430,7 @@ def _as_rgb_array(image) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # grayscale -> RGB
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        raise ValueError(f"an image must have shape (H, W), (H, W, 3) or (H, W, 4), got "
-                         f"{pixels.shape}")
+        raise ValueError(
+            f"an image must have shape (H, W), (H, W, 3) or (H, W, 4), got {pixels.shape}"
+        )
     return np.ascontiguousarray(pixels[:, :, :3])  # RGBA: drop alpha
-
