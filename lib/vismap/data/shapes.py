@@ -1,4 +1,14 @@
-"""*Shapes*: the course's "ImageNet in miniature", with ground truth (see :func:`make_shapes`)."""
+"""*Shapes*: the course's "ImageNet in miniature", with ground truth (see :func:`make_shapes`).
+
+Shapes are rendered anti-aliased, like a photo of a smooth outline taken with square pixels:
+each pixel shows the fraction of its area that the shape covers (its *coverage*, estimated on a
+4x4 sub-pixel grid, :func:`~vismap.data._geometry._coverage`), blended over what lies beneath,
+and shape centres are real numbers, so a shape can sit anywhere between pixels. Objects and
+distractors carry a gentle linear shading and a little per-pixel noise, so neighbouring pixels
+are never exactly equal and max-pooling almost never meets a tie. The ground truth is exact on
+that rendering: an object's mask is the set of pixels it covers by at least half (coverage
+>= 0.5), and its box is the tight bound of its mask.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._geometry import SIZE, _SHAPE_FUNCS, _check_n_seed, _rasterise, boxes_from_masks
+from ._geometry import _SHAPE_FUNCS, SIZE, _check_n_seed, _coverage, boxes_from_masks
 
 __all__ = ["SHAPE_CLASSES", "Shapes", "make_shapes"]
 
@@ -28,7 +38,8 @@ class Shapes:
         images: ``(n, 3, 64, 64)`` float32 in [0, 1].
         labels: ``(n,)`` int64 class indices into :data:`SHAPE_CLASSES` when ``objects=1``,
             ``(n, 2)`` (one class per object, the two always different) when ``objects=2``.
-        masks: ``(n, objects, 64, 64)`` bool, exactly the pixels painted with each object.
+        masks: ``(n, objects, 64, 64)`` bool, the pixels each object covers by at least half
+            (anti-aliased coverage >= 0.5).
         boxes: ``(n, objects, 4)`` int64 tight boxes ``(x0, y0, x1, y1)`` of the masks
             (pixel-edge convention, see :func:`boxes_from_masks`).
         seed: the seed that made them.
@@ -62,28 +73,40 @@ def _upsample_matrix(k: int, size: int = SIZE) -> np.ndarray:
     return a
 
 
-_UP8, _UP16 = _upsample_matrix(8), _upsample_matrix(16)
+# Both bilinear upsamplings side by side: X M X^T with M = diag(coarse 8x8, fine 16x16) is
+# A8 coarse A8^T + A16 fine A16^T.
+_UP = np.concatenate([_upsample_matrix(8), _upsample_matrix(16)], axis=1)  # (64, 24)
 
 
 def _background(rng: np.random.Generator, out: np.ndarray) -> None:
-    """Fill ``out (n, 3, 64, 64)`` with textured, noisy, dark-to-mid backgrounds."""
+    """Fill ``out (n, 3, 64, 64)`` with textured, noisy, dark-to-mid backgrounds: a base colour,
+    smooth colour blotches (8x8 and 16x16 normal noise upsampled bilinearly), grey stripes of
+    random direction and frequency (a texture the model must learn to ignore) and grey pixel
+    noise. Blotches, base and stripes are one batched product ``L @ R`` (each is low rank), so
+    the full-size array is written once and the noise added once."""
     n = out.shape[0]
     base = rng.uniform(0.05, 0.45, size=(n, 3, 1, 1)).astype(np.float32)
-    # Smooth colour blotches: 8x8 and 16x16 noise upsampled bilinearly.
-    coarse = rng.normal(0.0, 0.10, size=(n, 3, 8, 8)).astype(np.float32)
-    fine = rng.normal(0.0, 0.06, size=(n, 3, 16, 16)).astype(np.float32)
-    # Stripes of random direction and frequency (a texture the model must learn to ignore).
-    theta = rng.uniform(0, np.pi, size=(n, 1, 1)).astype(np.float32)
-    freq = rng.uniform(0.3, 1.2, size=(n, 1, 1)).astype(np.float32)
-    amp = rng.uniform(0.0, 0.08, size=(n, 1, 1)).astype(np.float32)
+    blotches = np.zeros((n, 3, 24, 24), dtype=np.float32)
+    blotches[..., :8, :8] = rng.normal(0.0, 0.10, size=(n, 3, 8, 8))
+    blotches[..., 8:, 8:] = rng.normal(0.0, 0.06, size=(n, 3, 16, 16))
+    blotches[..., :8, :8] += base  # rows of an upsampling matrix sum to 1: this adds the base
+    # Stripes amp * sin(a x + b y) = amp * (sin(b y) cos(a x) + cos(b y) sin(a x)), rank 2.
+    theta = rng.uniform(0, np.pi, size=(n, 1)).astype(np.float32)
+    freq = rng.uniform(0.3, 1.2, size=(n, 1)).astype(np.float32)
+    amp = rng.uniform(0.0, 0.08, size=(n, 1)).astype(np.float32)
     grid = np.arange(SIZE, dtype=np.float32)
-    grey = amp * np.sin(freq * (np.cos(theta) * grid[None, None, :]
-                                + np.sin(theta) * grid[None, :, None]))
-    grey += rng.standard_normal(size=(n, SIZE, SIZE), dtype=np.float32) * 0.04  # pixel noise
-    np.matmul(_UP8 @ coarse, _UP8.T, out=out)
-    out += _UP16 @ fine @ _UP16.T
-    out += base
-    out += grey[:, None]
+    a, b = freq * np.cos(theta) * grid, freq * np.sin(theta) * grid  # (n, 64) each
+    left = np.empty((n, 1, SIZE, 26), dtype=np.float32)
+    left[..., :24] = _UP
+    left[:, 0, :, 24], left[:, 0, :, 25] = amp * np.sin(b), amp * np.cos(b)
+    right = np.empty((n, 3, 26, SIZE), dtype=np.float32)
+    np.matmul(blotches, _UP.T, out=right[:, :, :24])
+    right[:, :, 24], right[:, :, 25] = np.cos(a)[:, None], np.sin(a)[:, None]
+    np.matmul(left, right, out=out)
+    noise = rng.random(size=(n, 1, SIZE, SIZE), dtype=np.float32)  # uniform: faster than normal
+    noise -= np.float32(0.5)
+    noise *= np.float32(0.14)  # standard deviation 0.14 / sqrt(12) = 0.04
+    out += noise
 
 
 def _bright_colours(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -112,13 +135,44 @@ def _place_apart(rng: np.random.Generator, r1, r2, max_tries: int = 1000):
     raise RuntimeError("could not place two objects apart")  # pragma: no cover
 
 
+def _paint(rng: np.random.Generator, img: np.ndarray, at: np.ndarray, kinds: np.ndarray,
+           cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, angle: np.ndarray,
+           colour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Composite anti-aliased, shaded shapes over the images ``img (n, 3, 64, 64)``, in place:
+    shape ``k`` (its kind, centre, radius, angle and RGB colour) goes into image ``at[k]``.
+
+    A pixel of coverage ``a`` (:func:`~vismap.data._geometry._coverage`) becomes
+    ``(1 - a) background + a (colour * shade + noise)``: the shade falls linearly by 0-20 %
+    across the shape in a random direction (light from one side) and the noise is grey, per
+    pixel, uniform in +-0.025 (standard deviation 0.014), so that neighbouring pixels of a
+    shape are never exactly equal (no tied maxima for max-pooling). Returns
+    ``(image, row, column, coverage)`` of every pixel painted.
+    """
+    m = len(kinds)
+    light = rng.uniform(0, 2 * np.pi, size=m)
+    fall = rng.uniform(0.0, 0.2, size=m)
+    k, y, x, a = _coverage(_SHAPE_FUNCS, kinds, cx, cy, radius, angle)
+    # shade = 1 - fall (1 + along) / 2, along = <light direction, (p - c) / r> in [-1, 1].
+    lx, ly = np.cos(light) / radius, np.sin(light) / radius
+    along = (x - cx[k]) * lx[k] + (y - cy[k]) * ly[k]
+    shade = (1.0 - 0.5 * fall[k] * (1.0 + np.clip(along, -1.0, 1.0))).astype(np.float32)
+    noise = (rng.random(len(k), dtype=np.float32) - np.float32(0.5)) * np.float32(0.05)
+    paint = colour[k] * shade[:, None] + noise[:, None]  # (p, 3)
+    i = at[k]
+    flat, where = img.reshape(-1), (i * 3 * SIZE + y) * SIZE + x  # channel 0 of each pixel
+    for c in range(3):  # plain 1-D gathers and scatters: faster than img[i, :, y, x]
+        old = flat[where + c * SIZE * SIZE]
+        flat[where + c * SIZE * SIZE] = old + a * (paint[:, c] - old)
+    return i, y, x, a
+
+
 def _make_shapes_chunk(rng: np.random.Generator, img: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Draw ``len(img)`` scenes into ``img (n, 3, 64, 64)`` and ``masks (n, objects, 64, 64)``
     (both written in place); return the labels ``(n, objects)``."""
     n, objects = masks.shape[:2]
     _background(rng, img)
     classes = len(SHAPE_CLASSES)
-    # Where the objects go (painted last, on top).
+    # Where the objects go (painted last, on top). Centres are real numbers: sub-pixel positions.
     if objects == 1:
         labels = rng.integers(0, classes, size=(n, 1))
         radius = rng.uniform(11.0, 18.0, size=(n, 1))
@@ -134,7 +188,7 @@ def _make_shapes_chunk(rng: np.random.Generator, img: np.ndarray, masks: np.ndar
     # (a distractor that touched an object would change its outline).
     n_distract = rng.integers(1, 5, size=n)
     for k in range(4):
-        r = rng.uniform(2.0, 4.5, size=n)
+        r = rng.uniform(2.0, 4.5, size=(n,))
         xy = np.empty((n, 2))
         todo = np.ones(n, dtype=bool)
         for _ in range(20):
@@ -148,16 +202,15 @@ def _make_shapes_chunk(rng: np.random.Generator, img: np.ndarray, masks: np.ndar
         kind = rng.integers(0, classes, size=m)
         angle = rng.uniform(0, 2 * np.pi, size=m)
         colour = _bright_colours(rng, m) * rng.uniform(0.6, 1.0, size=(m, 1)).astype(np.float32)
-        i, y, x = _rasterise(_SHAPE_FUNCS, kind, xy[present, 0], xy[present, 1], r[present],
-                             angle)
-        img[present[i], :, y, x] = colour[i]
+        _paint(rng, img, present, kind, xy[present, 0], xy[present, 1], r[present], angle,
+               colour)
+    everyone = np.arange(n)
     for j in range(objects):
-        angle = rng.uniform(-_ROTATION, _ROTATION, size=n)
+        angle = rng.uniform(-_ROTATION, _ROTATION, size=(n,))
         colour = _bright_colours(rng, n)
-        i, y, x = _rasterise(_SHAPE_FUNCS, labels[:, j], centres[:, j, 0], centres[:, j, 1],
-                             radius[:, j], angle)
-        img[i, :, y, x] = colour[i]
-        masks[i, j, y, x] = True
+        i, y, x, a = _paint(rng, img, everyone, labels[:, j], centres[:, j, 0], centres[:, j, 1],
+                            radius[:, j], angle, colour)
+        masks[i, j, y, x] = a >= 0.5
     np.clip(img, 0.0, 1.0, out=img)
     return labels
 
@@ -168,7 +221,10 @@ def make_shapes(n: int, seed: int = 0, objects: int = 1) -> Shapes:
     Each 64x64 RGB image shows ``objects`` shape(s) of :data:`SHAPE_CLASSES` (radius 11-18 px
     alone, 9-13 px in pairs; random position, rotation and bright colour) over a textured
     background (smooth colour blotches, stripes, pixel noise) with one to four small distractor
-    shapes (radius 2-4.5 px, kept 2 px clear of the objects) of any class, so that a model has to find the big shape.
+    shapes (radius 2-4.5 px, kept 2 px clear of the objects) of any class, so that a model has to
+    find the big shape. Edges are anti-aliased (pixel value = coverage-weighted blend), centres
+    are sub-pixel, and shapes are lightly shaded and noisy (see the module's docstring); the
+    mask of an object is its pixels of coverage >= 0.5 and the box the mask's tight bound.
     With ``objects=2`` the two shapes are of different classes and their bounding disks do not
     touch: the "cat and dog" scenes of the source document.
 
@@ -190,13 +246,12 @@ def make_shapes(n: int, seed: int = 0, objects: int = 1) -> Shapes:
     masks = np.zeros((n, objects, SIZE, SIZE), dtype=bool)
     labels = np.empty((n, objects), dtype=np.int64)
     seeds = np.random.SeedSequence([int(seed), objects]).spawn((n + _CHUNK - 1) // _CHUNK)
-    for start, child in zip(range(0, n, _CHUNK), seeds):
+    for start, child in zip(range(0, n, _CHUNK), seeds, strict=True):
         part = slice(start, start + _CHUNK)
         labels[part] = _make_shapes_chunk(np.random.default_rng(child), images[part], masks[part])
-    images, labels, masks = map(torch.from_numpy, (images, labels, masks))
-    if objects == 1:
-        labels = labels[:, 0]
-    return Shapes(images=images, labels=labels, masks=masks,
-                  boxes=boxes_from_masks(masks), seed=int(seed))
+    masks_t = torch.from_numpy(masks)
+    return Shapes(images=torch.from_numpy(images),
+                  labels=torch.from_numpy(labels[:, 0] if objects == 1 else labels),
+                  masks=masks_t, boxes=boxes_from_masks(masks_t), seed=int(seed))
 
 
