@@ -45,7 +45,8 @@ mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
                 "processEscapes": True, "ignoreClass": "document", "processClass": "math"},
     # the package ships only the STIX web fonts: use them, never a font from elsewhere
-    "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None},
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                 "imageFont": None},
     "showMathMenu": False,
     "messageStyle": "none",
 }
@@ -63,4 +64,8 @@ html_css_files = ["book.css"]
 html_last_updated_fmt = None
 html_copy_source = False
 html_show_sourcelink = False
+# Sphinx's search fetches each hit's page for a summary: a fetch that Chromium refuses when the
+# book is opened from disk (file://). Without summaries, search works there too.
+html_show_search_summary = False
+html_context = {"default_mode": "light"}  # pydata-sphinx-theme otherwise logs an error
 suppress_warnings = ["mystnb.unknown_mime_type"]

@@ -127,6 +127,7 @@ def _execute(source: str, key: str, target: str, timeout: int) -> tuple[str, flo
 
     path = Path(source)
     nb = nbformat.read(path, as_version=4)
+    log(f"{path.name}: executing")
     start = time.monotonic()
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
@@ -160,20 +161,27 @@ def executed_notebooks(paths: list[Path], jobs: int = 1, timeout: int = 600) -> 
             log(f"{path.name}: reusing its execution by {stamp.get('by')} at {stamp.get('at')} "
                 f"({stamp.get('seconds')} s)")
         else:
-            why = "no executed copy" if not copy.exists() else (
-                "the notebook, the library or the data changed since it was executed")
+            why = "not executed yet" if not copy.exists() else "changed since executed"
             todo.append((path, key, copy, why))
     if todo:
-        log(f"executing {len(todo)} notebook(s) with nbclient, {jobs} at a time")
+        log(f"{len(todo)} notebook(s) to execute with nbclient, {jobs} at a time: " + ", ".join(
+            f"{path.name} ({why})" for path, _, _, why in todo))
         start = time.monotonic()
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = []
-            for path, key, copy, why in todo:
-                log(f"{path.name}: executing ({why})")
-                futures.append(pool.submit(_execute, str(path), key, str(copy), timeout))
-            for future in concurrent.futures.as_completed(futures):
-                source, seconds = future.result()
-                log(f"{Path(source).name}: executed in {seconds:.1f} s")
+        if jobs == 1:  # in this process: a failure stops at once
+            for path, key, copy, _ in todo:
+                _, seconds = _execute(str(path), key, str(copy), timeout)
+                log(f"{path.name}: executed in {seconds:.1f} s")
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(_execute, str(path), key, str(copy), timeout)
+                           for path, key, copy, _ in todo]
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        source, seconds = future.result()
+                        log(f"{Path(source).name}: executed in {seconds:.1f} s")
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)  # the running ones end
+                    raise
         log(f"execution took {time.monotonic() - start:.1f} s")
     return result
 
