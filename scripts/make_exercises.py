@@ -30,8 +30,14 @@ from pathlib import Path
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbgrader import utils
-from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearOutput,
-                                    ClearSolutions, ComputeChecksums, LockCells)
+from nbgrader.preprocessors import (
+    CheckCellMetadata,
+    ClearHiddenTests,
+    ClearOutput,
+    ClearSolutions,
+    ComputeChecksums,
+    LockCells,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -66,8 +72,14 @@ def _named(preprocessor: type) -> type:
     return types.new_class(preprocessor.__name__, (_NamesTheCell, preprocessor))
 
 
-PREPROCESSORS = [_named(LockCells), _named(ClearSolutions), _named(ClearOutput),
-                 CheckCellMetadata, _named(ClearHiddenTests), _named(ComputeChecksums)]
+PREPROCESSORS = [
+    _named(LockCells),
+    _named(ClearSolutions),
+    _named(ClearOutput),
+    CheckCellMetadata,
+    _named(ClearHiddenTests),
+    _named(ComputeChecksums),
+]
 
 
 def has_exercises(nb) -> bool:
@@ -83,12 +95,15 @@ def check_grade_ids(nb, path) -> None:
             continue
         grade_id = cell.metadata["nbgrader"].get("grade_id", "")
         if not grade_id:
-            raise ExerciseError(f"{path}: {describe(index, cell)}: an nbgrader cell needs a "
-                                f"grade_id")
+            raise ExerciseError(
+                f"{path}: {describe(index, cell)}: an nbgrader cell needs a grade_id"
+            )
         if grade_id in seen:
-            raise ExerciseError(f"{path}: cell {index}: grade_id {grade_id!r} is already used by "
-                                f"cell {seen[grade_id]}; every answer and check cell needs its "
-                                f"own")
+            raise ExerciseError(
+                f"{path}: cell {index}: grade_id {grade_id!r} is already used by "
+                f"cell {seen[grade_id]}; every answer and check cell needs its "
+                f"own"
+            )
         seen[grade_id] = index
 
 
@@ -114,8 +129,11 @@ def make_exercises(notebooks=None, out: Path | str = OUT) -> list[Path]:
     with nbgrader cells) to ``out``; returns the paths written. All notebooks are converted
     before the first one is written, so bad input leaves ``out`` as it was."""
     if notebooks is None:
-        notebooks = [p for p in sorted(NOTEBOOKS.glob("*.ipynb"))
-                     if has_exercises(nbformat.read(p, as_version=4))]
+        notebooks = [
+            p
+            for p in sorted(NOTEBOOKS.glob("*.ipynb"))
+            if has_exercises(nbformat.read(p, as_version=4))
+        ]
     students = [(Path(p), student_version(p)) for p in notebooks]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,8 +146,12 @@ def make_exercises(notebooks=None, out: Path | str = OUT) -> list[Path]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="notebooks to convert (default: those in notebooks/ with exercises)")
+    parser.add_argument(
+        "notebooks",
+        nargs="*",
+        type=Path,
+        help="notebooks to convert (default: those in notebooks/ with exercises)",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
     try:

@@ -15,8 +15,10 @@ from vismap import metrics as M
 
 
 def hook_count(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
 
 
 class MeanModel(nn.Module):
@@ -34,8 +36,9 @@ class QuadrantModel(nn.Module):
     def __init__(self, size=8):
         super().__init__()
         self.size = size
-        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, (size // 2) ** 2 * 3).view(
-            1, 3, size // 2, size // 2))
+        self.weight = nn.Parameter(
+            torch.linspace(0.5, 1.5, (size // 2) ** 2 * 3).view(1, 3, size // 2, size // 2)
+        )
         self.dropout = nn.Dropout(0.5)  # must be off while the metric runs
 
     def forward(self, x):
@@ -58,19 +61,30 @@ class LinearModel(nn.Module):
 
 def tiny_cnn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 3),
+    ).eval()
 
 
 # ------------------------------------------------------------------ relevance mass
 
+
 def test_relevance_mass_by_hand():
     masks = torch.zeros(4, 6, 6, dtype=torch.bool)
     masks[:, 1:4, 1:4] = True  # 9 pixels of 36
-    maps = torch.stack([masks.float()[0],  # the mask itself: the maximum, 1
-                        (~masks).float()[0],  # the reversed map: the minimum, 0
-                        torch.ones(6, 6),  # uniform: the mask's area, 9 / 36
-                        -masks.float()[0]])  # no positive mass anywhere: 0, not NaN
+    maps = torch.stack(
+        [
+            masks.float()[0],  # the mask itself: the maximum, 1
+            (~masks).float()[0],  # the reversed map: the minimum, 0
+            torch.ones(6, 6),  # uniform: the mask's area, 9 / 36
+            -masks.float()[0],
+        ]
+    )  # no positive mass anywhere: 0, not NaN
     got = M.relevance_mass(maps[:, None], masks)
     torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.25, 0.0]))
     # only the positive part counts: a negative value inside the mask does not add to it
@@ -112,6 +126,7 @@ def test_importance():
 
 # ------------------------------------------------------------------ deletion and insertion
 
+
 def test_deletion_and_insertion_curves_by_hand():
     # p_0 = mean of the image; deleting k/4 of an all-ones image leaves mean 1 - k/4, and the
     # trapezoid rule integrates a straight line exactly: AUC = 1/2 for any map.
@@ -121,15 +136,18 @@ def test_deletion_and_insertion_curves_by_hand():
     p = (line + 1e-6) / (1 + 2e-6)
     curve = M.deletion_curve(MeanModel(), x, 0, maps, steps=4)
     torch.testing.assert_close(curve, p.expand(2, -1))
-    torch.testing.assert_close(M.deletion_auc(MeanModel(), x, 0, maps, steps=4),
-                               torch.full((2,), 0.5))
+    torch.testing.assert_close(
+        M.deletion_auc(MeanModel(), x, 0, maps, steps=4), torch.full((2,), 0.5)
+    )
     curve = M.insertion_curve(MeanModel(), x, [0, 0], maps, steps=4, baseline=0.0)
     torch.testing.assert_close(curve, p.flip(0).expand(2, -1))
-    torch.testing.assert_close(M.insertion_auc(MeanModel(), x, 0, maps, steps=4, baseline=0.0),
-                               torch.full((2,), 0.5))
+    torch.testing.assert_close(
+        M.insertion_auc(MeanModel(), x, 0, maps, steps=4, baseline=0.0), torch.full((2,), 0.5)
+    )
     # one step: the image, then the baseline
-    torch.testing.assert_close(M.deletion_curve(MeanModel(), x, 0, maps, steps=1),
-                               p[[0, 4]].expand(2, -1))
+    torch.testing.assert_close(
+        M.deletion_curve(MeanModel(), x, 0, maps, steps=1), p[[0, 4]].expand(2, -1)
+    )
 
 
 def test_deletion_of_an_irrelevant_region_changes_nothing():
@@ -163,8 +181,9 @@ def test_true_order_beats_the_reversed_order():
         worst = M.insertion_auc(model, x, 0, -truth, steps=steps, baseline=0.0)
         assert (best > worst + 0.1).all()
     # a colour map is ordered by sum_c |M_c|: the per-channel contributions give the same order
-    torch.testing.assert_close(M.deletion_auc(model, x, 0, w * x, steps=8),
-                               M.deletion_auc(model, x, 0, truth, steps=8))
+    torch.testing.assert_close(
+        M.deletion_auc(model, x, 0, w * x, steps=8), M.deletion_auc(model, x, 0, truth, steps=8)
+    )
 
 
 def test_deletion_batches_baselines_and_model_left_alone():
@@ -179,12 +198,14 @@ def test_deletion_batches_baselines_and_model_left_alone():
     assert hook_count(model) == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # baselines: "blur" is blur(x); a number is a constant image; a tensor broadcasts
-    torch.testing.assert_close(M.insertion_curve(model, x, 0, maps, steps=4),
-                               M.insertion_curve(model, x, 0, maps, steps=4,
-                                                 baseline=M.blur(x)))
-    torch.testing.assert_close(M.deletion_curve(model, x, 0, maps, steps=4, baseline=0.5),
-                               M.deletion_curve(model, x, 0, maps, steps=4,
-                                                baseline=torch.tensor(0.5)))
+    torch.testing.assert_close(
+        M.insertion_curve(model, x, 0, maps, steps=4),
+        M.insertion_curve(model, x, 0, maps, steps=4, baseline=M.blur(x)),
+    )
+    torch.testing.assert_close(
+        M.deletion_curve(model, x, 0, maps, steps=4, baseline=0.5),
+        M.deletion_curve(model, x, 0, maps, steps=4, baseline=torch.tensor(0.5)),
+    )
     flat = torch.full((1, 3, 8, 8), 0.3)
     torch.testing.assert_close(M.blur(flat), flat)  # blurring a constant image changes nothing
     assert M.blur(x, sigma=1.0).shape == x.shape
@@ -212,8 +233,11 @@ def test_deletion_bad_input():
         M.deletion_auc(model, x, [0, 1, 0], maps)
     with pytest.raises(ValueError, match="out of range"):
         M.deletion_auc(model, x, 2, maps)
-    with pytest.raises(ValueError, match=r"maps \(2, 1, 6, 6\) do not fit the images "
-                                         r"\(2, 3, 8, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"maps \(2, 1, 6, 6\) do not fit the images "
+        r"\(2, 3, 8, 8\)",
+    ):
         M.deletion_auc(model, x, 0, torch.rand(2, 1, 6, 6))
     with pytest.raises(ValueError, match=r"maps \(3, 1, 8, 8\) do not fit"):
         M.insertion_auc(model, x, 0, torch.rand(3, 1, 8, 8))
@@ -228,12 +252,15 @@ def test_deletion_bad_input():
 
 # ------------------------------------------------------------------ sanity checks
 
+
 def test_spearman_and_ssim_against_references():
     g = torch.Generator().manual_seed(6)
     a = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()  # many ties
     b = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()
-    want = [stats.spearmanr(p.flatten().numpy(), q.flatten().numpy()).statistic
-            for p, q in zip(a, b)]
+    want = [
+        stats.spearmanr(p.flatten().numpy(), q.flatten().numpy()).statistic
+        for p, q in zip(a, b, strict=True)
+    ]
     np.testing.assert_allclose(M.spearman(a, b).numpy(), want, rtol=1e-5)
     assert M.spearman(a, 2 * a + 1).tolist() == pytest.approx([1.0] * 3)
     assert M.spearman(a, -a).tolist() == pytest.approx([-1.0] * 3)
@@ -271,8 +298,7 @@ def test_randomization_check_of_a_method_that_ignores_the_model():
     # through every randomisation unchanged: correlation 1 and SSIM 1 at every step
     model = tiny_cnn(1)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(8))
-    result = M.randomization_check(model, x, 0, lambda m, x, t: x.abs(),
-                                   layers=["5", ["2", "0"]])
+    result = M.randomization_check(model, x, 0, lambda m, x, t: x.abs(), layers=["5", ["2", "0"]])
     assert result.layers == ["5", "2 + 0"]
     assert result.spearman.tolist() == pytest.approx([1.0, 1.0])
     assert result.ssim.tolist() == pytest.approx([1.0, 1.0])
