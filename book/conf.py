@@ -45,8 +45,12 @@ mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
                 "processEscapes": True, "ignoreClass": "document", "processClass": "math"},
     # the package ships only the STIX web fonts: use them, never a font from elsewhere
+    # MathJax measures web fonts against a "MathJax_Blank" font loaded from about:blank, a load
+    # Chromium refuses with a console error: the same blank font, looked up locally instead
     "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
-                 "imageFont": None},
+                 "imageFont": None,
+                 "styles": {"@font-face": {"font-family": "MathJax_Blank",
+                                           "src": "local('MathJax_Blank')"}}},
     "showMathMenu": False,
     "messageStyle": "none",
 }
@@ -61,6 +65,7 @@ html_theme_options = {
     "show_navbar_depth": 1,
 }
 html_css_files = ["book.css"]
+html_favicon = "static/favicon.svg"  # else the browser asks the server for /favicon.ico
 html_last_updated_fmt = None
 html_copy_source = False
 html_show_sourcelink = False

@@ -58,8 +58,9 @@ README_SECTION = "The notebooks"  # the README section that the start page repro
 SLIDES = ("talk.slides.html", "talk_zh.slides.html")  # written by `make slides` into build/
 EXERCISES = "exercises"  # build/exercises/, written by `make exercises`
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-WIDGET_NOTE = ('<p class="vismap-widget-note">An interactive widget is shown here when the '
-               'notebook runs in JupyterLab (<code>make lab</code>).</p>')
+WIDGET_NOTE = ('<p class="vismap-widget-note">An interactive widget (a set of controls or a '
+               'progress bar) runs here when the notebook is opened in JupyterLab '
+               '(<code>make lab</code>).</p>')
 
 
 def log(message: str) -> None:
