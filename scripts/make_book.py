@@ -286,20 +286,16 @@ def toctrees(toc: Toc, present: set[str]) -> str:
 
 
 def slides_and_exercises_links(page: str, chapters: list[str]) -> tuple[str, str]:
+    """HTML links from ``page`` to the slides and to each chapter's student version in build/
+    (the page says which command builds them; the book does not depend on them)."""
     up = to_build(page)
-    slides = []
-    for name in SLIDES:
-        state = "" if (BUILD / name).exists() else " (not built yet)"
-        language = "English" if name == "talk.slides.html" else "Chinese"
-        slides.append(f'<a href="{up}{name}">{name}</a> ({language}){state}')
-    exercises = []
-    for chapter in chapters:
-        if "nbgrader" in (ROOT / chapter).read_text():
-            name = Path(chapter).name
-            state = "" if (BUILD / EXERCISES / name).exists() else " (not built yet)"
-            exercises.append(f'<a href="{up}{EXERCISES}/{name}">{name}</a>{state}')
+    slides = " and ".join(
+        f'<a href="{up}{name}">{name}</a> ({"English" if name == "talk.slides.html" else "Chinese"})'
+        for name in SLIDES)
+    exercises = [f'<a href="{up}{EXERCISES}/{Path(c).name}">{Path(c).stem}</a>'
+                 for c in chapters if "nbgrader" in (ROOT / c).read_text()]
     folder = f'<a href="{up}{EXERCISES}/">build/{EXERCISES}/</a>'
-    return " and ".join(slides), folder + " (" + ", ".join(exercises) + ")"
+    return slides, folder + (" (" + ", ".join(exercises) + ")" if exercises else "")
 
 
 def stage(toc: Toc, executed: dict[Path, Path]) -> list[str]:
