@@ -3,6 +3,8 @@
 * :func:`hook_count` - the hooks a model carries; every explanation method must leave it as it
   was (the course's contract: no hook left behind, also after an exception). Import it with
   ``from conftest import hook_count`` (pytest puts ``tests/`` on ``sys.path``).
+* ``torchvision_models`` - torchvision's ResNet-18 and VGG-11 (10 classes, random weights),
+  built once per session for every test file that compares methods on real architectures.
 
 Test tiers: ``make test`` runs everything, notebooks included (``--nbval-lax``);
 ``make test-fast`` leaves out the tests marked ``@pytest.mark.slow``.
@@ -11,7 +13,10 @@ Test tiers: ``make test`` runs everything, notebooks included (``--nbval-lax``);
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
+import torch
 from torch import nn
 
 # Keep the library tests light on the 2-core machines they run on.
@@ -29,3 +34,34 @@ def hook_count(model: nn.Module) -> int:
         + len(m._backward_pre_hooks)
         for m in model.modules()
     )
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What a test must not change in a shared model: mode, dtypes, requires_grad, hooks and
+    the parameters' values (their sums)."""
+    params = tuple(
+        (name, p.dtype, p.requires_grad, float(p.detach().double().sum()))
+        for name, p in model.named_parameters()
+    )
+    return model.training, hook_count(model), params
+
+
+@pytest.fixture(scope="session")
+def torchvision_models() -> Iterator[dict[str, nn.Module]]:
+    """``{"resnet18": ..., "vgg11": ...}``: torchvision's architectures with 10 classes and
+    random weights, drawn after ``torch.manual_seed(0)`` (ResNet-18 first; the global random
+    state is left alone), in eval mode. VGG-11 alone has 129 M parameters, so they are built once
+    per session and shared: a test must not change them (``copy.deepcopy`` one first, e.g.
+    before ``.double()``); the session fails at teardown if one was changed."""
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        models = {
+            "resnet18": torchvision.models.resnet18(num_classes=10).eval(),
+            "vgg11": torchvision.models.vgg11(num_classes=10).eval(),
+        }
+    before = {name: _fingerprint(model) for name, model in models.items()}
+    yield models
+    changed = [name for name, model in models.items() if _fingerprint(model) != before[name]]
+    assert not changed, f"a test changed the shared torchvision models {changed}"

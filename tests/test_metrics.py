@@ -7,18 +7,12 @@ test_coarse.py.)"""
 import numpy as np
 import pytest
 import torch
+from conftest import hook_count
 from scipy import stats
 from torch import nn
 
 from vismap import explain as E
 from vismap import metrics as M
-
-
-def hook_count(model):
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-        for m in model.modules()
-    )
 
 
 class MeanModel(nn.Module):

@@ -68,3 +68,23 @@ def test_notebook_teaches(path):
         assert "$" in text["markdown"], "derives its idea in LaTeX"
         assert "## Exercises" in text["markdown"] and "## Summary" in text["markdown"]
     assert re.search(r"^\s*assert ", text["code"], re.M), "asserts its claim"
+
+
+def test_hook_count_sees_every_kind_of_hook():
+    """conftest.hook_count, which the no-hook-left-behind tests rely on, counts each kind."""
+    from conftest import hook_count
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    assert hook_count(model) == 0
+    handles = [
+        model[0].register_forward_hook(lambda *args: None),
+        model[0].register_forward_pre_hook(lambda *args: None),
+        model[1].register_full_backward_hook(lambda *args: None),
+        model.register_full_backward_pre_hook(lambda *args: None),
+    ]
+    counts = []
+    for handle in handles:
+        counts.append(hook_count(model))
+        handle.remove()
+    assert counts == [4, 3, 2, 1] and hook_count(model) == 0
