@@ -143,7 +143,7 @@ def _execute(source: str, key: str, target: str, timeout: int) -> tuple[str, flo
     return source, seconds
 
 
-def executed_notebooks(paths: list[Path], jobs: int = 1, timeout: int = 600) -> dict[Path, Path]:
+def executed_notebooks(paths: list[Path], jobs: int = 1, timeout: int = 1800) -> dict[Path, Path]:
     """The executed copy of each notebook: reused when its key matches, executed otherwise."""
     import nbformat
 
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1,
                         help="notebooks executed at once when they must be (default 1)")
-    parser.add_argument("--timeout", type=int, default=600,
+    parser.add_argument("--timeout", type=int, default=1800,
                         help="seconds one cell may take when a notebook is executed")
     parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
     parser.add_argument("--execute-only", action="store_true",
