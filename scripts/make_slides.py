@@ -1,34 +1,41 @@
-"""Build the group-meeting talk as slides that open offline (``make slides``).
+"""Build the group-meeting talk, in English and in Chinese, as slides that open offline
+(``make slides``).
 
-    python scripts/make_slides.py [--out build] [--no-execute]
+    python scripts/make_slides.py [--out build] [--notebook PATH ...] [--no-execute]
 
-1. **Execute** ``notebooks/talk.ipynb`` in a temporary copy (nbclient), so every figure is
-   computed now from the library and the shipped checkpoints. The notebook in the repository
-   is only read, never written.
-2. **Export** it with nbconvert's ``SlidesExporter`` (reveal.js). Cells tagged ``remove_input``
-   show their figure but not their code (``TagRemovePreprocessor``); slide types come from each
-   cell's ``slideshow`` metadata. Figures are PNGs embedded in the HTML.
-3. **Vendor** what the page loads: reveal.js, MathJax 2, require.js and jQuery, at the versions
-   pinned in :data:`PACKAGES`, fetched from the npm registry with ``npm pack`` and checked
-   against the sha512 integrity the registry publishes. They are copied next to the HTML::
+1. **Execute** each deck (``notebooks/talk.ipynb`` and ``notebooks/talk_zh.ipynb``) in a
+   temporary copy (nbclient), so that every figure and every number is computed now from the
+   library and the shipped checkpoints. The notebooks in the repository are only read.
+2. **Export** each with nbconvert's ``SlidesExporter`` (reveal.js). Cells tagged
+   ``remove_input`` show their figure but not their code; slide types and speaker notes come
+   from each cell's ``slideshow`` metadata (``notes`` cells become ``<aside class="notes">``,
+   shown by reveal.js' speaker view, key ``s``). Figures are PNGs embedded in the HTML.
+3. **Copy** what the pages load next to them, from two Python packages of the course's dev
+   dependencies, so that no Node.js, npm or network is needed:
 
-       build/talk.slides.html
-       build/talk_files/reveal.js/  mathjax/  requirejs/  jquery/
+   * reveal.js (``dist/``, the white theme and its fonts, the notes plugin) from
+     ``sphinx-revealjs``, which ships it under ``sphinx_revealjs/_static/revealjs``;
+   * MathJax 2 (the ``MathJax.Hub`` API the reveal template calls, HTML-CSS output with the
+     STIX-Web fonts) from ``jupyter-server-mathjax``, which ships it under
+     ``jupyter_server_mathjax/static``.
 
-   and the HTML points at them by relative paths, so the deck opens from the disk (or a USB
-   stick: copy both) with no network. The checked tarballs are kept in ``build/.vendor/``, so
-   later builds need no network at all.
+   ::
+
+       build/talk.slides.html  build/talk_zh.slides.html
+       build/talk_files/reveal.js/  mathjax/
+
+   The pages point at them by relative paths and load nothing else (no jQuery, require.js or
+   mermaid, which nbconvert's template would fetch from a CDN), so a deck opens from the disk,
+   or from a USB stick with ``talk_files/`` beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
+import importlib.util
+import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from html.parser import HTMLParser
@@ -37,141 +44,157 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-TALK = ROOT / "notebooks" / "talk.ipynb"
+TALKS = [ROOT / "notebooks" / "talk.ipynb", ROOT / "notebooks" / "talk_zh.ipynb"]
 BUILD = ROOT / "build"
-ASSETS = "talk_files"  # folder next to the HTML that holds the vendored libraries
+ASSETS = "talk_files"  # folder next to the HTML files that holds reveal.js and MathJax
 
-# npm package -> (pinned version, the registry's sha512 integrity of its tarball, the paths
-# inside the package to copy to ASSETS/<package>/)
-PACKAGES: dict[str, tuple[str, str, list[str]]] = {
-    "reveal.js": (
-        "4.6.1",
-        "sha512-1CW0auaXNPmwmvQ7TwpszwVxMi2Xr5cTS3J3EBC/HHgbPF32Dn7ai"
-        "u/LKWDOGjMbaDwKQiGmfqcoGQ74HUHCMw==",
-        ["LICENSE", "dist", "plugin/notes"]),
-    "mathjax": (  # MathJax 2: the API (MathJax.Hub) that nbconvert's reveal template calls
-        "2.7.9",
-        "sha512-NOGEDTIM9+MrsqnjPEjVGNx4q0GQxqm61yQwSK+/5S59i26wId5IC"
-        "5gNu9/bu8+CCVl5p9G2IHcAl/wJa+5+BQ==",
-        ["LICENSE", "MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions",
-         "localization/en", "jax/element", "jax/input/TeX", "jax/output/CommonHTML",
-         "jax/output/PreviewHTML", "fonts/HTML-CSS/TeX/woff", "fonts/HTML-CSS/TeX/otf"]),
-    "requirejs": (
-        "2.3.7",
-        "sha512-DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38Hd"
-        "TLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw==",
-        ["require.js"]),
-    "jquery": (
-        "3.7.1",
-        "sha512-m4avr8yL8kmFN8psrbFFFmB/If14iN5o9nw/NgnnM+kybDJpRsAyn"
-        "V2BsfpTYrTRysYUdADVD7CkUUizgkpLfg==",
-        ["LICENSE.txt", "dist/jquery.min.js"]),
+# Python package -> (folder inside it, the files or folders to copy, where they go in ASSETS,
+# a file and a regular expression that finds the library's version in it, the oldest major)
+SOURCES: dict[str, tuple[str, list[str], str, str, str, int]] = {
+    "sphinx_revealjs": (
+        "_static/revealjs",
+        ["LICENSE", "dist/reveal.js", "dist/reveal.css", "dist/reset.css",
+         "dist/theme/white.css", "dist/theme/fonts/source-sans-pro", "plugin/notes/notes.js"],
+        "reveal.js", "dist/reveal.js", r"reveal\.js (\d+)\.(\d+)\.(\d+)", 4),
+    "jupyter_server_mathjax": (
+        "static",
+        ["LICENSE", "MathJax.js", "config", "extensions", "localization/en", "jax/input/TeX",
+         "jax/element", "jax/output/HTML-CSS", "fonts/HTML-CSS/STIX-Web/woff"],
+        "mathjax", "MathJax.js", r'MathJax\.version="(\d+)\.(\d+)\.(\d+)"', 2),
 }
+PIP_NAMES = {"sphinx_revealjs": "sphinx-revealjs", "jupyter_server_mathjax": "jupyter-server-mathjax"}
 
-# Where the exported page looks for each library, relative to the HTML file.
-URLS = {
-    "reveal_url_prefix": f"{ASSETS}/reveal.js",
-    "mathjax_url": f"{ASSETS}/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
-    "require_js_url": f"{ASSETS}/requirejs/require.js",
-    "jquery_url": f"{ASSETS}/jquery/dist/jquery.min.js",
-}
+# Where a page looks for each library, relative to the HTML file.
+REVEAL = f"{ASSETS}/reveal.js"
+MATHJAX = f"{ASSETS}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 
-# nbconvert's reveal template, minus the one script it always loads from a CDN (mermaid: the
-# talk has no diagrams), with headings in the case they are written in (the white theme
-# capitalises them) and printed results a little smaller than code.
+# nbconvert's reveal template with what it loads replaced: no jQuery, require.js or mermaid
+# (from CDNs, and unused by the talk), reveal.js and its notes plugin as plain scripts, MathJax
+# with the fonts the package ships (STIX-Web), headings in the case they are written in, and a
+# font list that reaches a real CJK font for the Chinese deck.
 TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_jquery -%}{%- endblock html_head_js_jquery -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({
+  tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
+            displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+            processEscapes: true, processEnvironments: true},
+  "HTML-CSS": {availableFonts: [], webFont: "STIX-Web", imageFont: null, preferredFont: null,
+               // MathJax's blank test font is url(about:blank), which a page opened from the
+               // disk may not load (a console error); a local() name that matches no font is
+               // just as blank
+               styles: {"@font-face": {"font-family": "MathJax_Blank",
+                                       src: "local('vismap no such font')"}}},
+  displayAlign: "center", messageStyle: "none",
+  // no hidden MathML copy: its styles would ask for TeX fonts the package does not ship
+  menuSettings: {zoom: "None", assistiveMML: false}
+});
+</script>
+<script src="{{ resources.vismap_mathjax }}"></script>
+{%- endblock html_head_js_mathjax -%}
 {%- block html_head_css -%}
 <style type="text/css">
 .reveal .slides h1, .reveal .slides h2, .reveal .slides h3 { text-transform: none; }
 .reveal .jp-OutputArea-output pre { font-size: 17px; }
+.reveal, .reveal h1, .reveal h2, .reveal h3, .reveal .jp-OutputArea-output pre {
+  font-family: "Source Sans Pro", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+    "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", Helvetica, sans-serif; }
+.reveal .jp-OutputArea-output pre {
+  font-family: "DejaVu Sans Mono", "Noto Sans Mono CJK SC", "Noto Sans CJK SC", monospace; }
 </style>
 {%- endblock html_head_css -%}
+{% block footer_js %}
+<script src="{{ reveal_url_prefix }}/dist/reveal.js"></script>
+<script src="{{ reveal_url_prefix }}/plugin/notes/notes.js"></script>
+<script>
+Reveal.initialize({
+  controls: true, progress: true, history: true,
+  transition: "{{ reveal_transition }}", slideNumber: "{{ reveal_number }}",
+  plugins: [RevealNotes], width: {{ reveal_width }}, height: {{ reveal_height }}
+});
+// MathJax typesets while most slides are hidden; typeset the current one again when shown
+Reveal.on("slidechanged", function () {
+  if (window.MathJax && MathJax.Hub) { MathJax.Hub.Queue(["Rerender", MathJax.Hub, Reveal.getCurrentSlide()]); }
+});
+// a slide taller than the window scrolls instead of being cut off
+Reveal.on("slidechanged", function () {
+  if (!{{ reveal_scroll }}) { return; }
+  var limit = document.querySelector(".reveal").clientHeight * 0.95;
+  document.querySelectorAll("section.present section, section.present").forEach(function (s) {
+    if (s.scrollHeight > limit && !s.querySelector("section")) {
+      s.style.height = "95vh"; s.style.overflowY = "scroll"; s.style.marginTop = "20px"; }
+  });
+});
+</script>
+{% endblock footer_js %}
 """
 
 
 class VendorError(RuntimeError):
-    """A library for the slides could not be fetched from the npm registry, or is not the one
-    pinned."""
+    """A Python package that ships the files the slides load is missing or too old."""
 
 
 # --------------------------------------------------------------------------------------------
-# Vendoring: npm pack -> sha512 check -> copy
+# reveal.js and MathJax, from Python packages
 # --------------------------------------------------------------------------------------------
 
 
-def integrity(path: Path) -> str:
-    """npm's integrity string of a file: ``sha512-`` + base64 of its SHA-512 digest."""
-    return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
-
-
-def fetch_package(name: str, cache: Path, npm: str = "npm") -> Path:
-    """The pinned tarball of npm package ``name``, from ``cache`` or fetched with ``npm pack``.
+def package_folder(module: str) -> Path:
+    """The folder of ``module``'s shipped web files (see :data:`SOURCES`), checked.
 
     Raises:
-        VendorError: npm is missing, the registry cannot be reached, or the tarball's sha512 is
-            not the pinned one.
+        VendorError: the package is not installed, lacks the files, or ships a version older
+            than the slides need.
     """
-    version, expected, _ = PACKAGES[name]
-    spec = f"{name}@{version}"
-    tarball = cache / f"{name}-{version}.tgz"
-    if tarball.exists() and integrity(tarball) == expected:
-        return tarball
-    executable = shutil.which(npm)
-    if executable is None:
+    inside, _, _, version_file, pattern, oldest = SOURCES[module]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
         raise VendorError(
-            f"the slides need {spec} from the npm registry, fetched with `npm pack`, but `{npm}` "
-            f"is not installed. Install Node.js and npm (Debian/Ubuntu: `apt-get install npm`; "
-            f"conda: `conda install nodejs`), or put the tarball at {tarball}.")
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            done = subprocess.run([executable, "pack", spec, "--pack-destination", tmp,
-                                   "--loglevel=error", "--fetch-retries=1"],
-                                  capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            done = None
-        packed = sorted(Path(tmp).glob("*.tgz"))
-        if done is None or done.returncode != 0 or len(packed) != 1:
-            said = "timed out after 300 s" if done is None else (
-                f"exited with {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}")
-            raise VendorError(
-                f"could not fetch {spec} from the npm registry (`npm pack {spec}` {said}). The "
-                f"slides must load reveal.js and MathJax from a local copy, so building them "
-                f"needs the npm registry once (later builds reuse {cache}). Check the network "
-                f"and `npm config get registry`.")
-        got = integrity(packed[0])
-        if got != expected:
-            raise VendorError(f"{spec} from the npm registry has integrity {got[:27]}..., "
-                              f"pinned {expected[:27]}...: refusing to use it")
-        shutil.move(str(packed[0]), tarball)
-    return tarball
+            f"the slides load their libraries from the Python package {PIP_NAMES[module]}, which "
+            f"is not installed; install the course's dev dependencies: "
+            f"{sys.executable} -m pip install -e '.[dev]'")
+    folder = Path(list(spec.submodule_search_locations)[0]) / inside
+    found = folder / version_file
+    match = re.search(pattern, found.read_text(errors="replace")[:200_000]) if found.is_file() \
+        else None
+    if match is None:
+        raise VendorError(f"{PIP_NAMES[module]} has no {inside}/{version_file} with a version "
+                          f"in it; reinstall it ({sys.executable} -m pip install --force-reinstall "
+                          f"{PIP_NAMES[module]})")
+    if int(match.group(1)) < oldest:
+        raise VendorError(f"{PIP_NAMES[module]} ships version {'.'.join(match.groups())} of its "
+                          f"library; the slides need {oldest}.x or newer: upgrade the package")
+    return folder
 
 
-def unpack(tarball: Path, paths: list[str], dest: Path) -> None:
-    """Copy ``paths`` (files or folders, relative to the package root) of an npm tarball, whose
-    members all sit under ``package/``, into ``dest``, keeping their relative paths."""
-    with tarfile.open(tarball) as tar:
-        members = tar.getmembers()
-        for wanted in paths:
-            inside = f"package/{wanted}"
-            chosen = [m for m in members if m.isfile()
-                      and (m.name == inside or m.name.startswith(inside + "/"))]
-            if not chosen:
-                raise VendorError(f"{tarball.name} has no {wanted}")
-            for member in chosen:
-                target = dest / Path(member.name).relative_to("package")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+def library_versions() -> dict[str, str]:
+    """The versions of reveal.js and MathJax that :func:`vendor` copies."""
+    versions = {}
+    for module, (_, _, target, version_file, pattern, _) in SOURCES.items():
+        text = (package_folder(module) / version_file).read_text(errors="replace")[:200_000]
+        versions[target] = ".".join(re.search(pattern, text).groups())
+    return versions
 
 
-def vendor(assets: Path, cache: Path) -> None:
-    """Fetch (or reuse) every pinned package and copy its files into ``assets``."""
+def vendor(assets: Path) -> None:
+    """Copy reveal.js and MathJax from their Python packages into ``assets``."""
+    folders = {module: package_folder(module) for module in SOURCES}  # all checked first
     if assets.exists():
         shutil.rmtree(assets)
-    for name, (_, _, paths) in PACKAGES.items():
-        unpack(fetch_package(name, cache), paths, assets / name)
+    for module, (_, paths, target, _, _, _) in SOURCES.items():
+        for path in paths:
+            source, dest = folders[module] / path, assets / target / path
+            if not source.exists():
+                raise VendorError(f"{PIP_NAMES[module]} has no {source.relative_to(folders[module])}"
+                                  f"; reinstall it")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, dest)
+            else:
+                shutil.copy2(source, dest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,8 +216,10 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
     return executed
 
 
-def export(nb: nbformat.NotebookNode) -> str:
-    """The reveal.js HTML of ``nb``, pointing at the vendored libraries by relative paths."""
+def export(nb: nbformat.NotebookNode, name: str = "talk") -> str:
+    """The reveal.js HTML of ``nb``, pointing at the copied libraries by relative paths. The
+    page's ``lang`` is the notebook's ``metadata.language`` (default ``en``), so that the
+    browser picks fonts for that language."""
     from nbconvert.exporters import SlidesExporter
     from traitlets.config import Config
 
@@ -206,22 +231,23 @@ def export(nb: nbformat.NotebookNode) -> str:
     config.SlidesExporter.exclude_input_prompt = True
     config.SlidesExporter.exclude_output_prompt = True
     config.SlidesExporter.reveal_scroll = True  # a tall slide scrolls instead of being cut off
-    config.SlidesExporter.reveal_theme = "white"  # its fonts are local ("simple" loads web fonts)
+    config.SlidesExporter.reveal_theme = "white"  # its fonts ship with it
     config.SlidesExporter.reveal_transition = "none"
     config.SlidesExporter.reveal_number = "c/t"
-    for trait, url in URLS.items():
-        config.SlidesExporter[trait] = url
+    config.SlidesExporter.reveal_url_prefix = REVEAL
+    config.SlidesExporter.language_code = str(nb.metadata.get("language", "en")).split("-")[0]
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)  # widget state would pull the widget manager from a CDN
     exporter = SlidesExporter(config=config, raw_template=TEMPLATE)
-    html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": "talk"}})
+    html, _ = exporter.from_notebook_node(
+        nb, resources={"metadata": {"name": name}, "vismap_mathjax": MATHJAX})
     return html
 
 
 class _Sections(HTMLParser):
     """Counts reveal.js slides: ``<section>`` elements with no ``<section>`` inside."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.stack: list[bool] = []  # per open section: does it contain a section?
         self.slides = 0
@@ -244,38 +270,51 @@ def count_slides(html: str) -> int:
     return parser.slides
 
 
-def build(out: Path = BUILD, notebook: Path = TALK, run: bool = True,
-          cache: Path | None = None) -> Path:
-    """Execute (unless ``run=False``) and export the talk to ``out/talk.slides.html``, with the
-    libraries it loads in ``out/talk_files/``. Returns the HTML's path."""
+def html_name(notebook: Path) -> str:
+    """``talk.ipynb`` -> ``talk.slides.html``."""
+    return f"{Path(notebook).stem}.slides.html"
+
+
+def build(out: Path = BUILD, notebooks: list[Path] | None = None, run: bool = True) -> list[Path]:
+    """Execute (unless ``run=False``) and export each deck to ``out/<name>.slides.html``, with
+    the libraries they load in ``out/talk_files/``. Returns the HTML files' paths."""
     out = Path(out)
-    cache = Path(cache) if cache is not None else BUILD / ".vendor"
     out.mkdir(parents=True, exist_ok=True)
-    vendor(out / ASSETS, cache)  # first: fail early, before the long execution, if offline
-    nb = nbformat.read(notebook, as_version=4)
-    if run:
-        nb = execute(nb)
-    path = out / "talk.slides.html"
-    path.write_text(export(nb), encoding="utf-8")
-    return path
+    vendor(out / ASSETS)  # first: fail early, before the long execution, if a package is missing
+    paths = []
+    for notebook in notebooks or TALKS:
+        nb = nbformat.read(notebook, as_version=4)
+        if run:
+            nb = execute(nb)
+        path = out / html_name(notebook)
+        path.write_text(export(nb, Path(notebook).stem), encoding="utf-8")
+        paths.append(path)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BUILD, help="output folder (default build/)")
-    parser.add_argument("--notebook", type=Path, default=TALK, help="the talk notebook")
+    parser.add_argument("--notebook", type=Path, action="append", default=None,
+                        help="a deck to build (repeatable; default: talk.ipynb and talk_zh.ipynb)")
     parser.add_argument("--no-execute", dest="run", action="store_false",
-                        help="export the notebook as it is (no figures unless it has outputs)")
+                        help="export the notebooks as they are (no figures unless they have outputs)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        path = build(args.out, args.notebook, args.run)
+        versions = library_versions()
+        for notebook in args.notebook or TALKS:
+            begun = time.perf_counter()
+            (path,) = build(args.out, [notebook], args.run)
+            html = path.read_text(encoding="utf-8")
+            print(f"{path} ({len(html) / 1e6:.1f} MB, {count_slides(html)} slides) in "
+                  f"{time.perf_counter() - begun:.0f} s")
     except VendorError as err:
         sys.exit(f"make_slides: {err}")
-    html = path.read_text(encoding="utf-8")
-    print(f"{path} ({len(html) / 1e6:.1f} MB, {count_slides(html)} slides) and "
-          f"{path.parent / ASSETS}/ in {time.perf_counter() - start:.0f} s. It opens offline: "
-          f"open the HTML file in a browser (keep {ASSETS}/ beside it).")
+    print(f"reveal.js {versions['reveal.js']} and MathJax {versions['mathjax']} copied to "
+          f"{args.out / ASSETS}/ from their Python packages; {time.perf_counter() - start:.0f} s "
+          f"in all. The decks open offline: open an HTML file in a browser (keep {ASSETS}/ beside "
+          f"it); press s for the speaker notes.")
 
 
 if __name__ == "__main__":
