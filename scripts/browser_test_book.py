@@ -44,16 +44,16 @@ SEARCH_CHAPTER = "06_gradcam"
 
 # MathJax 2 has finished typesetting; the number of typeset formulas and of errors.
 MATH_JS = """() => {
-  const math = document.querySelectorAll('span.math, div.math').length;
+  const sources = document.querySelectorAll('.math.notranslate');  // Sphinx's math elements
+  const math = sources.length;
   if (!math) return {math: 0, done: true, rendered: 0, errors: 0, raw: 0};
   const hub = window.MathJax && window.MathJax.Hub;
   const done = !!hub && hub.queue.running === 0 && hub.queue.pending === 0
                && !!document.querySelector('.MathJax, .MathJax_Display, .MathJax_CHTML');
-  const rendered = document.querySelectorAll('.MathJax, .MathJax_Display').length;
+  const rendered = document.querySelectorAll('script[type^="math/tex"]').length;
   const errors = document.querySelectorAll('.MathJax_Error, .merror').length
                  + (document.body.innerText.includes('Math Processing Error') ? 1 : 0);
-  const raw = [...document.querySelectorAll('span.math, div.math')]
-                .filter(e => /\\\\[\\(\\[]/.test(e.innerText)).length;
+  const raw = [...sources].filter(e => /\\\\[\\(\\[]/.test(e.innerText)).length;
   return {math, done, rendered, errors, raw};
 }"""
 
@@ -126,10 +126,11 @@ def html_of(page: str) -> str:
 TYPESET: dict[str, int] = {}  # page -> formulas MathJax typeset there
 
 
-def check_page(page, watch: Watch, url: str, name: str, chapter: bool) -> list[str]:
+def check_page(page, watch: Watch, url: str, name: str, chapter: bool,
+               timeout: float = 180) -> list[str]:
     """Load one page and check it; returns what was checked, raises bt.Failed otherwise."""
     page.goto(url, wait_until="load", timeout=60_000)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     math = page.evaluate(MATH_JS)
     while not math["done"] and time.monotonic() < deadline:
         time.sleep(0.25)
@@ -137,7 +138,7 @@ def check_page(page, watch: Watch, url: str, name: str, chapter: bool) -> list[s
     TYPESET[name] = math["rendered"] if math["done"] else 0
     problems = []
     if not math["done"]:
-        problems.append(f"MathJax did not finish typesetting within 60 s ({math})")
+        problems.append(f"MathJax did not finish typesetting within {timeout:.0f} s ({math})")
     if math["errors"] or math["raw"]:
         problems.append(f"math not rendered: {math['errors']} error(s), {math['raw']} formula(s) "
                         f"left as raw TeX")
