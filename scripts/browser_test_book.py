@@ -180,7 +180,8 @@ def check_search(page, watch: Watch, base: str, name: str) -> str:
             " return !!s && /finished|found|did not match/i.test(s.innerText); }",
             timeout=60_000)
     except Exception as err:  # playwright's TimeoutError
-        raise bt.Failed(f"the search for {SEARCH_WORD!r} gave no answer within 60 s: {err}")
+        raise bt.Failed(f"the search for {SEARCH_WORD!r} gave no answer within 60 s: "
+                        f"{err}") from None
     links = page.eval_on_selector_all("#search-results li a, ul.search li a",
                                       "as => as.map(a => a.getAttribute('href'))")
     page.screenshot(path=str(OUT / f"book-search-{name}.png"))
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book", type=Path, default=BOOK,
                         help=f"the built book (default {BOOK.relative_to(ROOT)}); its parent "
                              f"folder is served")
+    parser.add_argument("--toc", type=Path, default=make_book.TOC,
+                        help="the table of contents the book was built from (make_book.py --toc)")
     args = parser.parse_args(argv)
     book_dir = args.book.resolve()
     try:
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    toc = make_book.read_toc()
+    toc = make_book.read_toc(args.toc)
     pages = [p for p in toc.pages() if (ROOT / p).exists()]
     chapters = [p for p in pages if p.endswith(".ipynb")]
     results: dict[str, list[str] | str] = {}

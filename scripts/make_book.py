@@ -35,7 +35,7 @@ import html
 import json
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -289,9 +289,9 @@ def slides_and_exercises_links(page: str, chapters: list[str]) -> tuple[str, str
     """HTML links from ``page`` to the slides and to each chapter's student version in build/
     (the page says which command builds them; the book does not depend on them)."""
     up = to_build(page)
-    slides = " and ".join(
-        f'<a href="{up}{name}">{name}</a> ({"English" if name == "talk.slides.html" else "Chinese"})'
-        for name in SLIDES)
+    language = {"talk.slides.html": "English", "talk_zh.slides.html": "Chinese"}
+    slides = " and ".join(f'<a href="{up}{name}">{name}</a> ({language[name]})'
+                          for name in SLIDES)
     exercises = [f'<a href="{up}{EXERCISES}/{Path(c).name}">{Path(c).stem}</a>'
                  for c in chapters if "nbgrader" in (ROOT / c).read_text()]
     folder = f'<a href="{up}{EXERCISES}/">build/{EXERCISES}/</a>'
@@ -367,12 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
     parser.add_argument("--execute-only", action="store_true",
                         help="only bring build/executed/ up to date")
+    parser.add_argument("--toc", type=Path, default=TOC,
+                        help="another table of contents, e.g. a few chapters while writing them "
+                             "(default book/toc.yml)")
     args = parser.parse_args(argv)
+    # `kill` ends the build through the `finally` blocks: nbclient shuts its kernel down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     started = time.monotonic()
     try:
-        toc = read_toc()
+        toc = read_toc(args.toc)
         notebooks = [ROOT / p for p in toc.notebooks() if (ROOT / p).exists()]
         executed = executed_notebooks(notebooks, args.jobs, args.timeout)
         if args.execute_only:

@@ -208,9 +208,9 @@ def diagram_cnn():
             fontsize=FS - 2)
     x0, y0, x1, y1 = stack(ax, px, base, 0.26, 64, fc=BLUE)
     ax.text((x0 + x1) / 2, base - 0.2, "64 @ 4×4", ha="center", va="top")
-    vec = [(x1 + 0.6, 1024, 1.9, "flatten\n1024"), (x1 + 1.6, 64, 1.1, "FC+ReLU\n64")]
+    vec = [(x1 + 0.6, 1.9, "flatten\n1024"), (x1 + 1.6, 1.1, "FC+ReLU\n64")]  # (x, height)
     prev = x1
-    for vx, n, h, label in vec:
+    for vx, h, label in vec:
         arrow(ax, (prev + 0.08, base + 0.3), (vx - 0.08, base + 0.3))
         ax.add_patch(Rectangle((vx, base), 0.16, h, fc=GREEN, ec=INK, lw=1.0))
         ax.text(vx + 0.08, base - 0.2, label, ha="center", va="top")
@@ -292,7 +292,8 @@ def diagram_deconvnet():
     ax.text(dx + w / 2, 0.22, "deconvnet: backwards, downwards", ha="center", fontsize=FS - 1,
             color="#b35900")
     # switches: from max pooling to max unpooling
-    arrow(ax, (cx + w + 0.05, ys[3] + h / 2), (dx - 0.05, ys[3] + h / 2), "switches:\nwhere each\nmax was", color=RED, ls="--", fs=FS - 2)
+    arrow(ax, (cx + w + 0.05, ys[3] + h / 2), (dx - 0.05, ys[3] + h / 2),
+          "switches:\nwhere each\nmax was", color=RED, ls="--", fs=FS - 2)
     arrow(ax, (cx + w + 0.05, ys[1] + h / 2), (dx - 0.05, ys[1] + h / 2), "same filters F",
           color="#555555", ls=":")
     # the pooling / unpooling example, with real numbers
@@ -527,7 +528,7 @@ def diagram_factor_map():
     arrow(ax, (gx + 1.85, y0 + 0.4), (gx + 2.4, y0 + 0.4))
     px = gx + 2.5
     for j, k in enumerate(chosen):
-        picture(ax, norm((g[k].clamp(min=0) * a[k])), px + j * 0.95, y0, 0.8, cmap="viridis")
+        picture(ax, norm(g[k].clamp(min=0) * a[k]), px + j * 0.95, y0, 0.8, cmap="viridis")
         ax.text(px + j * 0.95 + 0.4, y0 + 0.85, f"ReLU(·)⊙$A^{{{k}}}$", ha="center",
                 va="bottom", fontsize=FS - 2)
     ax.text(px + 0.9, y0 - 0.12, "element-wise, per channel", ha="center", va="top",
