@@ -64,6 +64,33 @@ def test_vae_loss_is_recon_plus_beta_kl(vae, sprites):
     assert out["recon"] > 0 and out["kl"] >= 0
 
 
+def test_vae_loss_with_capacity_is_burgess_controlled_capacity(vae, sprites):
+    torch.manual_seed(1)
+    out = vae_loss(vae, sprites.images, capacity=5.0, gamma=100.0, tc=0.5)
+    torch.testing.assert_close(out["loss"], out["recon"] + 100.0 * (out["kl"] - 5.0).abs()
+                               + 0.5 * out["tc"])
+
+
+def test_fit_vae_on_two_objects_with_capacity():
+    torch.manual_seed(0)
+    model = SpritesVAE()
+    history = vm.train.fit_vae(model, steps=3, batch_size=8, seed=0, progress=False, objects=2,
+                               capacity=4.0, anneal_steps=2, tc=1.0)
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    with pytest.raises(ValueError, match="capacity must be >= 0"):
+        vm.train.fit_vae(model, steps=1, capacity=-1.0, progress=False)
+    with pytest.raises(ValueError, match="anneal_steps must be >= 1"):
+        vm.train.fit_vae(model, steps=1, capacity=1.0, anneal_steps=0, progress=False)
+
+
+def test_evaluate_vae_names_each_objects_factors(vae, pairs):
+    record = vm.train_vae.evaluate_vae(vae, pairs)
+    names = vm.data.sprites.sprite_factor_names(2)
+    assert list(record["factor_corr"]) == list(names) == list(record["best_latent"])
+    assert all(len(v) == vm.vae.LATENTS for v in record["factor_corr"].values())
+    assert all(0 <= j < vm.vae.LATENTS for j in record["best_latent"].values())
+
+
 def test_fit_vae_is_deterministic_and_learns():
     def run():
         torch.manual_seed(0)
@@ -80,12 +107,18 @@ def test_fit_vae_is_deterministic_and_learns():
 # ---------------------------------------------------------------------------- disentanglement
 
 
-def _grid_factors(n=4000, seed=0):
-    return vm.data.make_sprites(n, seed=seed).factors
+@pytest.fixture(scope="module")
+def grid_factors():
+    return vm.data.make_sprites(4000, seed=0).factors
 
 
-def test_perfect_code_scores_one():
-    f = _grid_factors()
+@pytest.fixture(scope="module")
+def pairs():
+    return vm.data.make_sprites(24, seed=5, objects=2)
+
+
+def test_perfect_code_scores_one(grid_factors):
+    f = grid_factors
     noise = torch.randn(len(f), 1, generator=torch.Generator().manual_seed(0))
     mu = torch.cat([f, noise], 1)  # one latent per factor, plus a nuisance
     corr = vm.disentangle.factor_correlation(mu, f)
@@ -96,15 +129,15 @@ def test_perfect_code_scores_one():
     assert per_factor[:2].min() > 0.99 and per_factor[2:].min() > 0.75
 
 
-def test_duplicated_code_has_zero_gap():
-    f = _grid_factors()
+def test_duplicated_code_has_zero_gap(grid_factors):
+    f = grid_factors
     mu = torch.cat([f[:, 3:4], f[:, 3:4]], 1)  # x position twice
     gap, per_factor = vm.disentangle.mig(mu, f)
     assert per_factor[3] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_mutual_information_is_bounded_by_entropy():
-    f = _grid_factors()
+def test_mutual_information_is_bounded_by_entropy(grid_factors):
+    f = grid_factors
     mu = torch.randn(len(f), 3, generator=torch.Generator().manual_seed(0))
     info = vm.disentangle.mutual_information(torch.cat([mu, f[:, 3:4]], 1), f)
     assert info.min() >= -1e-9
@@ -179,8 +212,75 @@ def test_factor_cam_bad_input(vae, sprites, kwargs, message):
 
 def test_factor_cam_needs_an_encoder_output(sprites):
     model = vm.models.shapes_cnn()
-    with pytest.raises(ValueError, match=r"returns \(mu, logvar\).*\(2, 6\)"):
+    with pytest.raises(ValueError, match=r"returns \(mu, logvar\).*\(1, 6\) for one image"):
         vm.explain.factor_cam(model, vm.data.make_shapes(2).images, 0, layer="features.7")
+
+
+def test_factor_cam_says_what_it_needs_before_any_layer_lookup():
+    """A classifier has no ``encoder.3``: the error must be about the missing posterior, not the
+    layer (issue #13), and the model is left as it was."""
+    model = vm.models.shapes_cnn().train()
+    with pytest.raises(ValueError) as err:
+        vm.explain.factor_cam(model, vm.data.make_shapes(2).images, 0)
+    message = str(err.value)
+    assert "(mu, logvar)" in message and "gradcam" in message and "encoder.3" not in message
+    assert model.training and all(not m._forward_hooks for m in model.modules())
+
+    class OnlyMu(torch.nn.Module):  # an encoder that forgot its log-variance
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
+                                               torch.nn.Flatten(), torch.nn.Linear(2 * 62 * 62, 10))
+
+        def forward(self, x):
+            return (self.encoder(x),)
+
+    with pytest.raises(ValueError, match=r"\(mu, logvar\).*\[\(1, 10\)\] for one image"):
+        vm.explain.factor_cam(OnlyMu(), torch.zeros(1, 1, 64, 64), 0, layer="encoder.1")
+
+
+def _terms(vae, x, i, module):
+    stored = {}
+    handle = module.register_forward_hook(lambda _m, _i, out: stored.update(A=out))
+    try:
+        mu, logvar = vae(x)
+    finally:
+        handle.remove()
+    a = stored["A"]
+    (dmu,) = torch.autograd.grad(mu[:, i].sum(), a, retain_graph=True)
+    (dlv,) = torch.autograd.grad(logvar[:, i].sum(), a, retain_graph=True)
+    (dkl,) = torch.autograd.grad(kl_per_dim(mu, logvar)[:, i].sum(), a)
+    mean = mu[:, i].detach()[:, None, None, None] * dmu
+    certainty = 0.5 * (logvar[:, i].detach().exp() - 1)[:, None, None, None] * dlv
+    return a.detach(), mean, certainty, dkl
+
+
+@pytest.mark.parametrize("i, layer", [(0, 3), (6, 3), (4, 1)])
+def test_factor_cam_is_the_derived_kl_gradient(vae, sprites, i, layer):
+    """dKL_i/dA = mu_i dmu_i/dA + 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA, and the element-wise
+    map of it, by hand, equals factor_cam (the chapter 07 derivation)."""
+    x = sprites.images
+    a, mean, certainty, dkl = _terms(vae, x, i, vae.encoder[layer])
+    torch.testing.assert_close(mean + certainty, dkl, rtol=1e-4, atol=1e-7)
+    by_hand = torch.nn.functional.relu((torch.nn.functional.relu(dkl) * a).sum(1, keepdim=True))
+    by_hand = torch.nn.functional.interpolate(by_hand, size=(64, 64), mode="bilinear",
+                                              align_corners=False)
+    lib = vm.explain.factor_cam(vae, x, i, layer=f"encoder.{layer}")
+    assert ((by_hand - lib).abs().max() / lib.abs().max()) < 1e-5
+    # ... and it is neither the mu map nor the map without the inner ReLU
+    mu_map = vm.explain.factor_cam(vae, x, i, layer=f"encoder.{layer}", statistic="mu")
+    assert not torch.allclose(mu_map, lib, atol=1e-3 * lib.abs().max().item())
+
+
+def test_joint_map_is_at_most_the_sum_of_single_maps(vae, pairs):
+    """ReLU(a + b) <= ReLU(a) + ReLU(b): with A >= 0 the element-wise joint map never exceeds
+    the sum of the single maps, and falls below it where the gradients disagree."""
+    x = pairs.images
+    dims = [0, 3, 7]
+    joint = vm.explain.factor_cam(vae, x, dims)
+    total = sum(vm.explain.factor_cam(vae, x, i) for i in dims)
+    assert (joint - total).max() <= 1e-5 * total.max()
+    assert joint.sum() < 0.99 * total.sum()
 
 
 def test_any_embedding_through_gradcam():
@@ -214,6 +314,21 @@ def test_shipped_vae_separates_x_and_y_position():
     x_dim, y_dim = corr[:, 3].argmax(), corr[:, 4].argmax()
     assert x_dim != y_dim
     assert corr[x_dim, 3] >= 0.9 and corr[y_dim, 4] >= 0.9
+
+
+def test_shipped_two_object_vae_matches_its_manifest():
+    entry = vm.models.read_manifest().get("files", {}).get("sprites2-vae.pt")
+    if entry is None:
+        pytest.skip("sprites2-vae checkpoint not made yet")
+    vae = vm.models.load_pretrained("sprites2-vae")
+    held = vm.data.make_sprites(2000, seed=vm.train.HELDOUT_SEED + 3, objects=2)
+    with torch.no_grad():
+        mu, _ = vae(held.images)
+    corr = np.abs(vm.disentangle.factor_correlation(mu, held.factors.flatten(1)))
+    for k, name in enumerate(vm.data.sprites.sprite_factor_names(2)):
+        if name.endswith(("pos_x", "pos_y")):
+            assert abs(corr[:, k].max() - entry["best_abs_corr"][name]) < 0.03, name
+            assert corr[:, k].argmax() == entry["best_latent"][name], name
 
 
 # ---------------------------------------------------------------------------- anomalies

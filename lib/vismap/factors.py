@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._core import Layer
+from ._core import Layer, check_input, explaining
 from .explain import gradcam, layercam
 from .vae import kl_per_dim
 
@@ -34,6 +34,24 @@ def _shapes(output) -> object:
     if isinstance(output, (tuple, list)):
         return [_shapes(t) for t in output]
     return type(output).__name__
+
+
+def _needs_posterior(output) -> ValueError:
+    """The error for a model whose output is not a posterior: what it needs, what it gave."""
+    return ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), each "
+                      f"(n, latents) (for example vismap.vae.SpritesVAE); this model returned "
+                      f"{_shapes(output)} for one image. For any other embedding, call vismap.explain.gradcam "
+                      f"or layercam with a callable target")
+
+
+def _check_posterior_model(model: nn.Module, x: torch.Tensor) -> None:
+    """Run ``model`` on one image (no gradient, eval mode, left as it was) and check that it
+    returns ``(mu, logvar)`` - before any layer of it is looked up."""
+    check_input(x)
+    with explaining(model), torch.no_grad():
+        output = model(x[:1].detach())
+    if not _is_posterior(output):
+        raise _needs_posterior(output)
 
 
 def _is_posterior(output) -> bool:
@@ -65,8 +83,7 @@ def factor_score(dims, statistic: str = "mu"):
 
     def score(output) -> torch.Tensor:
         if not _is_posterior(output):
-            raise ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), "
-                             f"each (n, latents); this model returned {_shapes(output)}")
+            raise _needs_posterior(output)
         mu, logvar = output
         latents = mu.shape[1]
         bad = [i for i in index if not -latents <= i < latents]
@@ -100,9 +117,21 @@ def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder
     of their summed score. Any model whose ``forward`` returns ``(mu, logvar)`` works; for
     any other embedding, call :func:`gradcam` with a callable target.
 
+    The derivation (chapter 07): for ``s = KL_i`` the gradient at the layer's activation A is
+
+        ``dKL_i/dA = mu_i dmu_i/dA + 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA``
+
+    - the mean's evidence, signed by where the factor sits, plus the certainty's evidence.
+
+    Raises:
+        ValueError: ``vae``'s forward does not return ``(mu, logvar)`` (checked on one image
+            before the layer is looked up), an unknown ``mode`` or ``statistic``, bad ``dims``.
+
     Returns:
         ``(n, 1, H, W)`` (or ``(n, 1, h, w)`` with ``upsampled=False``), unnormalised.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    return MODES[mode](vae, x, factor_score(dims, statistic), layer=layer, upsampled=upsampled)
+    score = factor_score(dims, statistic)
+    _check_posterior_model(vae, x)
+    return MODES[mode](vae, x, score, layer=layer, upsampled=upsampled)

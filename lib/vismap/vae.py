@@ -114,11 +114,17 @@ def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
 
 
 def vae_loss(vae: SpritesVAE, x: torch.Tensor, *, beta: float = 4.0, tc: float = 0.0,
-             dataset_size: int = 737_280) -> dict[str, torch.Tensor]:
+             dataset_size: int = 737_280, capacity: float | None = None,
+             gamma: float = 100.0) -> dict[str, torch.Tensor]:
     """The negative beta-ELBO of a batch (per image, in nats), with an optional TC penalty:
 
     ``loss = BCE(x, decode(z)) + beta * sum_i KL_i + tc * TC``, ``z = mu + sigma * eps``
     (the reparameterisation trick, so that the gradient flows through the sample).
+
+    With ``capacity=C`` (nats) the KL term is Burgess et al.'s (2018, *Understanding
+    disentangling in beta-VAE*, eq. 8) controlled capacity instead:
+    ``loss = BCE + gamma * |sum_i KL_i - C| + tc * TC``; raising C slowly during training lets
+    the factors that help the reconstruction most take the information first.
 
     Returns a dict with ``loss``, ``recon``, ``kl`` (summed over dimensions) and ``tc``.
     """
@@ -127,4 +133,5 @@ def vae_loss(vae: SpritesVAE, x: torch.Tensor, *, beta: float = 4.0, tc: float =
     recon = F.binary_cross_entropy_with_logits(vae.decode(z), x, reduction="sum") / x.shape[0]
     kl = kl_per_dim(mu, logvar).sum(1).mean()
     tcv = total_correlation(z, mu, logvar, dataset_size) if tc else torch.zeros(())
-    return dict(loss=recon + beta * kl + tc * tcv, recon=recon, kl=kl, tc=tcv)
+    prior = beta * kl if capacity is None else gamma * (kl - capacity).abs()
+    return dict(loss=recon + prior + tc * tcv, recon=recon, kl=kl, tc=tcv)
