@@ -47,7 +47,7 @@ figures: $(STAMP)
 	$(BIN)/python scripts/make_figures.py
 
 bench: $(STAMP)
-	$(BIN)/python -m vismap.bench
+	$(BIN)/python benchmarks/bench.py
 
 exercises: $(STAMP)
 	$(BIN)/python scripts/make_exercises.py

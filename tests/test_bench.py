@@ -1,7 +1,10 @@
-"""vismap.bench: the benchmark runs (smoke mode, tiny sizes) and reports every row, so it cannot
-rot. Speed itself is measured by `make bench`, never asserted here."""
+"""benchmarks/bench.py (`make bench`): the benchmark runs (smoke mode, tiny sizes) and reports a
+row for every method of the registry that runs on the model, so it cannot rot. Speed itself is
+measured by `make bench`, never asserted here."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,14 +13,26 @@ pytest.importorskip("captum")
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("torchvision")
 
-from vismap import bench  # noqa: E402
+import vismap as vm  # noqa: E402
 
-METHODS = ["saliency", "guided_backprop", "deconvnet", "gradcam", "gradcam, upsampled",
-           "layercam, upsampled", "guided_gradcam", "occlusion",
-           "occlusion (captum batched)"]
+_spec = importlib.util.spec_from_file_location(
+    "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+# the rows of each setting, in registry order: CAM only on the GAP network (ResNet-18), no
+# factor maps (they explain a VAE)
+COMMON = ["saliency", "deconvnet", "guided_backprop", "gradient_x_input", "smoothgrad",
+          "integrated_gradients", "occlusion", "occlusion (captum batched)"]
+LAYERED = ["gradcam", "gradcam, upsampled", "gradcam_pp, upsampled", "scorecam, upsampled",
+           "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled",
+           "guided_gradcam"]
+ROWS = {"shapes-cnn": COMMON + LAYERED, "resnet18 (random weights)": COMMON + ["cam"] + LAYERED}
 # the methods pytorch-grad-cam has, and those captum lacks
-PGC = {"guided_backprop", "gradcam, upsampled", "layercam, upsampled"}
-NO_CAPTUM = {"layercam, upsampled"}
+PGC = {"guided_backprop", "gradcam, upsampled", "gradcam_pp, upsampled", "scorecam, upsampled",
+       "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled"}
+NO_CAPTUM = {"cam", "gradcam_pp, upsampled", "scorecam, upsampled",
+             "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled"}
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +61,10 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
     assert "logical CPUs" in text and torch.__version__ in text and "thread" in text
     assert text.count("One forward pass `F` of the batch") == 2
     found = tables(text)
-    assert [t.split(":")[0] for t in found] == ["shapes-cnn", "resnet18 (random weights)"]
+    assert [t.split(":")[0] for t in found] == list(ROWS)
+    assert "issue" not in text.lower()
     for title, rows in found.items():
-        assert list(rows) == METHODS, title
+        assert list(rows) == ROWS[title.split(":")[0]], title
         for method, cells in rows.items():
             # method, limit, limit ms, vismap ms, captum ms, pgc ms, 3 ratios, what is timed
             assert len(cells) == 10 and cells[-1], cells
@@ -56,8 +72,8 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
             assert bound in bench.LIMITS and layout in ("NCHW", "channels-last"), cells
             has = {"limit": True, "vismap": True, "captum": method not in NO_CAPTUM,
                    "pgc": method in PGC}
-            numbers = dict(zip(["limit", "vismap", "captum", "pgc"], cells[2:6]))
-            ratios = dict(zip(["limit", "captum", "pgc"], cells[6:9]))
+            numbers = dict(zip(["limit", "vismap", "captum", "pgc"], cells[2:6], strict=True))
+            ratios = dict(zip(["limit", "captum", "pgc"], cells[6:9], strict=True))
             for who, cell in numbers.items():
                 if has[who]:
                     value = float(cell)
@@ -69,7 +85,15 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
                     assert cell.endswith("x") and float(cell[:-1]) > 0, (method, who, cell)
                 else:
                     assert cell == "-"
-        assert text.count("Grad-CAM <= 1.1x its limit") == len(found)
+    assert text.count("Grad-CAM <= 1.1x its limit") == len(found)
+    assert text.count("Score-CAM >= 2x faster than pytorch-grad-cam") == len(found)
+    assert text.count("occlusion >= 2x faster than captum") == 1  # a target on shapes-cnn only
+
+
+def test_every_registry_method_that_runs_on_the_model_has_a_row():
+    names = {row.split(",")[0].split(" (")[0] for rows in ROWS.values() for row in rows}
+    assert names == {n for n, m in vm.explain.METHODS.items() if "VAE" not in m.needs}
+    assert set(bench.PLANS) <= set(vm.explain.METHODS)
 
 
 def test_time_together_interleaves_and_takes_medians():
@@ -87,6 +111,13 @@ def test_row_ratios():
     lines = bench.targets([row, bench.Row("guided_backprop", "", "F+dx",
                                           {"limit": 2.0, "vismap": 2.0}),
                            bench.Row("occlusion", "", "P x F",
-                                     {"limit": 1.0, "vismap": 1.0, "captum": 4.0})])
-    assert "1.50x" in lines[0] and "MISSED" in lines[0]
-    assert lines[1].endswith("met") and lines[2].endswith("met") and lines[3].endswith("met")
+                                     {"limit": 1.0, "vismap": 1.0, "captum": 4.0})],
+                          "shapes-cnn")
+    assert "1.50x" in lines[0] and "MISSED" in lines[0]  # Grad-CAM vs its limit
+    assert "0.50x" in lines[1] and lines[1].endswith("met")  # Grad-CAM <= 0.7x captum
+    assert lines[2].endswith("met") and "occlusion <= 1.1x its limit" in lines[3]
+    assert lines[4].startswith("- occlusion >= 2x faster than captum") and lines[4].endswith("met")
+    assert len(lines) == 5  # no rows, no targets
+    assert not any("faster than captum" in line
+                   for line in bench.targets([bench.Row("occlusion", "", "P x F", {
+                       "limit": 1.0, "vismap": 1.0, "captum": 4.0})], "resnet18"))

@@ -8,33 +8,49 @@ from vismap import explain as E
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-METHODS = {
-    "saliency": E.saliency,
-    "deconvnet": E.deconvnet,
-    "guided_backprop": E.guided_backprop,
-    "occlusion": lambda m, x, t: E.occlusion(m, x, t, window=8, stride=8),
-    "gradcam": lambda m, x, t: E.gradcam(m, x, t, layer="features.9"),
-    "layercam": lambda m, x, t: E.layercam(m, x, t, layer="features.9"),
-    "guided_gradcam": lambda m, x, t: E.guided_gradcam(m, x, t, layer="features.9"),
-    "zeiler_fergus": lambda m, x, t: E.zeiler_fergus(m, x, "features.9", channel=3),
-}
+# every classifier method of the registry (CAM on the GAP network), with fast options
+OPTIONS = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 8},
+           "occlusion": {"window": 8, "stride": 8}}
+NAMES = [n for n, m in E.METHODS.items() if "VAE" not in m.needs]
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+def run(name, model, x, t):
+    entry, options = E.METHODS[name], dict(OPTIONS.get(name, {}))
+    if name == "smoothgrad":  # the same noise on both devices: drawn on the CPU
+        options["generator"] = torch.Generator().manual_seed(0)
+    layer = "features.10" if "GAP" in entry.needs else "features.9"
+    return entry(model, x, t, layer=layer, **options)
+
+
+@pytest.mark.parametrize("name", NAMES + ["zeiler_fergus"])
 def test_gpu_maps_equal_cpu_maps(name):
     torch.backends.cudnn.allow_tf32 = False  # compare in full float32
     torch.backends.cuda.matmul.allow_tf32 = False
     d = vm.data.make_shapes(8, seed=3)
-    cpu_model = vm.models.load_pretrained("shapes-cnn")
-    gpu_model = vm.models.load_pretrained("shapes-cnn").cuda()
+    model_name = "shapes-gap" if name in E.METHODS and "GAP" in E.METHODS[name].needs \
+        else "shapes-cnn"
+    cpu_model = vm.models.load_pretrained(model_name)
+    gpu_model = vm.models.load_pretrained(model_name).cuda()
     x, t = d.images.cuda(), d.labels.cuda()
-    got = METHODS[name](gpu_model, x, t)
-    want = METHODS[name](cpu_model, d.images, d.labels)
+    if name == "zeiler_fergus":
+        got = E.zeiler_fergus(gpu_model, x, "features.9", channel=3)
+        want = E.zeiler_fergus(cpu_model, d.images, "features.9", channel=3)
+    else:
+        got, want = run(name, gpu_model, x, t), run(name, cpu_model, d.images, d.labels)
     assert got.device.type == "cuda"
     scale = want.abs().max().clamp(min=1e-6)
     assert ((got.cpu() - want).abs().max() / scale) < 1e-4
     assert all(p.device.type == "cuda" for p in gpu_model.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in gpu_model.modules())
+
+
+def test_class_model_and_adversarial_on_gpu():
+    model = vm.models.load_pretrained("shapes-cnn").cuda()
+    image = E.class_model(model, 2, steps=20)
+    assert image.device.type == "cuda" and image.shape == (1, 3, 64, 64)
+    d = vm.data.make_shapes(4, seed=4)
+    adv = E.adversarial(model, d.images.cuda(), d.labels.cuda(), eps=4 / 255, steps=3)
+    assert adv.device.type == "cuda" and (adv.cpu() - d.images).abs().max() <= 4 / 255 + 1e-6
 
 
 def test_cam_on_gpu():

@@ -17,13 +17,13 @@ each parameter's ``requires_grad`` and removes every hook it installed.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Union
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-Target = Union[int, torch.Tensor, list, tuple, Callable[[torch.Tensor], torch.Tensor]]
-Layer = Union[str, nn.Module]
+Target = int | torch.Tensor | list | tuple | Callable[[torch.Tensor], torch.Tensor]
+Layer = str | nn.Module
 
 
 def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:

@@ -23,7 +23,7 @@ without a browser, and the same figure can be made without any widget::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -496,7 +496,7 @@ def render_latents(vae: nn.Module, z, image, dim, ax=None, **factor_options) -> 
         (factor_cam's ``(1, 1, 64, 64)``), ``shown`` (the array drawn), ``mu``, ``kl``
         (``(latents,)`` each, of the image) and ``dim``.
     """
-    latents = int(getattr(vae, "latents"))
+    latents = int(vae.latents)
     z = _latent_vector(z, latents)
     x = _one_image(image, 1)
     dims = _dims(dim, latents)
@@ -571,7 +571,7 @@ class LatentExplorer(_Panel):
             mu = self.vae(self.image[None])[0][0]
         self._hold = True
         try:
-            for slider, value in zip(self.sliders, mu.tolist()):
+            for slider, value in zip(self.sliders, mu.tolist(), strict=True):
                 slider.value = float(np.clip(value, slider.min, slider.max))
         finally:
             self._hold = False
