@@ -9,8 +9,10 @@ The library behind the course's notebooks:
 * :mod:`vismap.explain` - the explanation methods, factor activation maps included;
 * :mod:`vismap.metrics` - how good a map is, measured against the ground truth;
 * :mod:`vismap.disentangle` - how well latent dimensions match the true factors (MIG);
-* :mod:`vismap.widgets` - interactive explorers for JupyterLab (imported on first use);
-* :mod:`vismap.bench` - ``python -m vismap.bench``, their speed against limits and captum.
+* :mod:`vismap.widgets` - interactive explorers for JupyterLab (imported on first use).
+
+The benchmark of the methods' speed (against their limits, captum and pytorch-grad-cam) is not
+part of the package: ``make bench`` runs ``benchmarks/bench.py``.
 
     >>> import vismap as vm
     >>> shapes = vm.data.make_shapes(8, seed=0)
@@ -30,15 +32,14 @@ __all__ = [
     "metrics",
     "disentangle",
     "train",
-    "bench",
     "widgets",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> ModuleType:
-    # The command-line modules are imported on first use, so that `python -m vismap.train`
-    # (or `vismap.bench`) does not import its module twice.
-    if name in ("train", "bench", "widgets"):
+    # The command-line module is imported on first use, so that `python -m vismap.train` does
+    # not import it twice; the widgets, so that `import vismap` needs no ipywidgets.
+    if name in ("train", "widgets"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'vismap' has no attribute {name!r}")
