@@ -626,6 +626,7 @@ def test_unclosed_solution_names_the_notebook_and_the_cell(tmp_path, capsys):
     assert str(path) in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a new Python process imports nbgrader: about 5 s of CPU
 def test_make_exercises_command_exits_non_zero_on_bad_input(tmp_path):
     path = tmp_path / "unclosed.ipynb"
     nbformat.write(_exercise_notebook(GOOD.replace("### END SOLUTION", "")), path)
