@@ -12,12 +12,22 @@
    checks that no cell shows an error and that a figure image is displayed; in notebooks with
    an explorer widget (:mod:`vismap.widgets`) it checks that the widget renders and that
    changing its controls changes the figure;
-5. saves screenshots and JupyterLab's log to ``build/browser/``.
+5. saves screenshots and JupyterLab's log to ``build/browser/``;
+6. opens the two talk decks, ``build/talk.slides.html`` and ``build/talk_zh.slides.html``
+   (built first with ``scripts/make_slides.py`` when missing or older than their notebooks), from
+   the disk, and checks that no request leaves the machine, that the console shows no error,
+   that MathJax typeset every formula, that every slide has its title and speaker notes, and
+   that the Chinese deck's text is drawn in a real CJK font (the font Chromium used for each
+   title, read through the DevTools protocol, must be a CJK one, and two different Chinese
+   characters must not render as the same box). Debian's ``fonts-noto-cjk`` is installed with
+   chromium when no CJK font is there. Screenshots of a few slides of each deck go to
+   ``build/browser/``.
 
 The notebooks: ``notebooks/00_start_here.ipynb``, the notebook with ``vm.widgets.explorer``
 (``notebooks/06_gradcam.ipynb`` once it has one) and the one with ``latent_explorer``
 (``notebooks/07_*.ipynb``); for an explorer no course notebook has yet, a small generated
-notebook stands in (the output says so). ``--notebook PATH`` (repeatable) runs other notebooks.
+notebook stands in (the output says so). ``--notebook PATH`` (repeatable) runs other notebooks;
+``--only-decks`` / ``--no-decks`` run only the decks' checks / only the notebooks'.
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -44,6 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 OUT = ROOT / "build" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
+CJK_FONTS = "fonts-noto-cjk"  # Debian's package of Noto Sans/Serif CJK
+DECKS = [ROOT / "build" / "talk.slides.html", ROOT / "build" / "talk_zh.slides.html"]
+CJK_TEXT = re.compile(r"[\u4e00-\u9fff]")
+CJK_FAMILY = re.compile(r"CJK|Han Sans|Han Serif|WenQuanYi|Hei|Song|Ming|Droid Sans Fallback|"
+                        r"PingFang|YaHei|Noto Sans SC|Noto Serif SC", re.I)
 JUPYTER = Path(sys.executable).with_name("jupyter")  # the course environment's
 
 START_HERE = NOTEBOOKS / "00_start_here.ipynb"
@@ -73,21 +88,35 @@ class Failed(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+def has_cjk_font() -> bool:
+    """Does fontconfig know a font with Chinese glyphs?"""
+    try:
+        found = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True,
+                               timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(found.strip())
+
+
 def ensure_chromium() -> Path:
-    """``/usr/bin/chromium``, installed with apt-get if it is missing."""
-    if CHROMIUM.exists():
+    """``/usr/bin/chromium``, and a CJK font for the Chinese deck, installed with apt-get if
+    missing."""
+    missing = ([] if CHROMIUM.exists() else ["chromium"]) + ([] if has_cjk_font() else [CJK_FONTS])
+    if not missing:
         return CHROMIUM
     if os.geteuid() != 0:
-        raise Failed(f"{CHROMIUM} is missing; install Debian's Chromium: "
-                     f"sudo apt-get install -y chromium")
-    log(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        raise Failed(f"missing: {', '.join(missing)}; install Debian's packages: "
+                     f"sudo apt-get install -y {' '.join(missing)}")
+    log(f"missing: apt-get install -y {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     if subprocess.run(install, env=env).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, check=False)
         subprocess.run(install, env=env, check=False)
     if not CHROMIUM.exists():
         raise Failed("apt-get could not install chromium; install it by hand and rerun")
+    if not has_cjk_font():
+        raise Failed(f"apt-get could not install {CJK_FONTS}; install it by hand and rerun")
     return CHROMIUM
 
 
@@ -425,6 +454,160 @@ def shut_down_kernels(url: str, token: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# The talk's decks, opened from the disk
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_decks() -> list[Path]:
+    """The two decks, built with ``scripts/make_slides.py`` when missing or older than what they
+    are made from (their notebooks, the build script, the library, the checkpoints)."""
+    sources = [NOTEBOOKS / "talk.ipynb", NOTEBOOKS / "talk_zh.ipynb",
+               ROOT / "scripts" / "make_slides.py", *(ROOT / "lib" / "vismap").rglob("*.py"),
+               *(ROOT / "data").glob("*")]
+    newest = max(p.stat().st_mtime for p in sources if p.exists())
+    stale = [d for d in DECKS if not d.exists() or d.stat().st_mtime < newest]
+    if stale:
+        log(f"building the decks first (make slides): {', '.join(d.name for d in stale)} "
+            f"missing or older than the notebooks, the library or the checkpoints")
+        if subprocess.run([sys.executable, str(ROOT / "scripts" / "make_slides.py")],
+                          cwd=ROOT).returncode != 0:
+            raise Failed("scripts/make_slides.py failed (see above): no decks to open")
+    return DECKS
+
+
+# The state of a deck: per slide its title and whether it has speaker notes; per formula
+# whether MathJax typeset it (MathJax 2 puts the typeset math in an element whose id is the
+# source script's id + "-Frame").
+DECK_STATE_JS = """() => {
+  const slides = Reveal.getSlides();
+  const sources = Array.from(document.querySelectorAll('script[type^="math/tex"]'));
+  return {
+    slides: slides.length,
+    titles: slides.map(s => { const h = s.querySelector('h1, h2');
+                              return h ? h.textContent.replace('\u00b6', '').trim() : ''; }),
+    notes: slides.map(s => { const n = s.querySelector('aside.notes');
+                             return n ? n.textContent.trim().length : 0; }),
+    formulas: sources.length,
+    untypeset: sources.filter(s => !document.getElementById(s.id + '-Frame'))
+                      .map(s => s.textContent.slice(0, 60)),
+    mathErrors: document.querySelectorAll('.MathJax_Error, .merror').length,
+    rawTex: document.querySelector('.reveal .slides').innerText.includes('$$'),
+    mathFont: MathJax.OutputJax['HTML-CSS'] ? MathJax.OutputJax['HTML-CSS'].fontInUse : null,
+    lang: document.documentElement.lang,
+    notesPlugin: !!Reveal.getPlugin('notes'),
+  };
+}"""
+
+# Draws two different Chinese characters and an unassigned code point in a font family: with
+# no font for them all three are the same "tofu" box.
+GLYPHS_JS = """(family) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 64;
+  const g = canvas.getContext('2d');
+  const draw = ch => { g.clearRect(0, 0, 64, 64); g.font = '48px ' + family;
+                       g.fillText(ch, 4, 52); return g.getImageData(0, 0, 64, 64).data.join(); };
+  const a = draw('\u56e0'), b = draw('\u5b50'), none = draw(String.fromCodePoint(0x10FFFD));
+  return {distinct: a !== b, notTofu: a !== none && b !== none,
+          inked: a.split(',').some(v => v !== '0')};
+}"""
+
+SELECTED_TITLE = ".reveal .slides section.present:not(.stack) :is(h1, h2)"
+
+
+def platform_fonts(cdp, selector: str) -> list[dict]:
+    """The fonts Chromium actually used to draw the first element matching ``selector``
+    (DevTools protocol: CSS.getPlatformFontsForNode)."""
+    root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    if not node:
+        return []
+    return cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+
+
+def check_deck(browser, path: Path, timeout: float) -> list[str]:
+    """Open one deck from the disk and check it (see the module's docstring, point 6)."""
+    stem = path.name.split(".")[0]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    offsite, problems = [], []
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            request_route.continue_()
+        else:
+            offsite.append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text[:300]}")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}: {r.failure}"))
+    try:
+        page.goto(path.as_uri(), wait_until="load", timeout=timeout * 1000)
+        page.wait_for_function("window.Reveal && Reveal.isReady()", timeout=timeout * 1000)
+        page.wait_for_function(
+            "window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending === 0"
+            " && !MathJax.Hub.queue.running", timeout=timeout * 1000)
+        state = page.evaluate(DECK_STATE_JS)
+        untitled = [i + 1 for i, t in enumerate(state["titles"]) if not t]
+        silent = [i + 1 for i, n in enumerate(state["notes"]) if n < 20]
+        if untitled:
+            problems.append(f"slides without a title: {untitled}")
+        if silent:
+            problems.append(f"slides without speaker notes: {silent}")
+        if not state["notesPlugin"]:
+            problems.append("the speaker-notes plugin is not loaded")
+        if not state["formulas"] or state["untypeset"] or state["mathErrors"] or state["rawTex"]:
+            problems.append(f"MathJax: {state['formulas']} formulas, not typeset "
+                            f"{state['untypeset'][:3]}, {state['mathErrors']} errors, raw $$ "
+                            f"left: {state['rawTex']}")
+        done = [f"{state['slides']} slides, each with its title and speaker notes",
+                f"{state['formulas']} formulas typeset by MathJax ({state['mathFont']} fonts)"]
+
+        chinese = state["lang"].startswith("zh")
+        slides = page.evaluate("Reveal.getSlides().map(s => Reveal.getIndices(s))")
+        wanted = {0, 1, len(slides) // 2, len(slides) - 3}
+        cdp = context.new_cdp_session(page)
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        fonts_seen: set[str] = set()
+        for k, where in enumerate(slides):
+            page.evaluate("([h, v]) => Reveal.slide(h, v)", [where["h"], where.get("v") or 0])
+            if chinese and CJK_TEXT.search(state["titles"][k]):
+                used = platform_fonts(cdp, SELECTED_TITLE)
+                cjk = [f["familyName"] for f in used
+                       if CJK_FAMILY.search(f["familyName"]) and f["glyphCount"] > 0]
+                fonts_seen.update(cjk)
+                if not cjk:
+                    problems.append(f"slide {k + 1} ({state['titles'][k]!r}): its title is not "
+                                    f"drawn in a CJK font (fonts used: "
+                                    f"{[f['familyName'] for f in used]})")
+            if k in wanted:
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(OUT / f"{stem}-slide{k + 1:02d}.png"))
+        if chinese:
+            family = page.evaluate(f"getComputedStyle(document.querySelector("
+                                   f"{SELECTED_TITLE!r})).fontFamily")
+            glyphs = page.evaluate(GLYPHS_JS, family)
+            if not all(glyphs.values()):
+                problems.append(f"Chinese characters render as boxes in {family}: {glyphs}")
+            done.append(f"the Chinese titles are drawn in {', '.join(sorted(fonts_seen))}; "
+                        f"distinct glyphs, no tofu")
+        done.append(f"screenshots of slides {sorted(k + 1 for k in wanted)} in "
+                    f"{OUT.relative_to(ROOT)}/")
+    finally:
+        context.close()
+    if offsite:
+        problems.append(f"requests off the machine (blocked): {offsite[:5]}")
+    if problems:
+        raise Failed("; ".join(problems))
+    done.append("no request off the machine, no console error")
+    return done
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a notebook may take to run (default 300)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder with the executed copies")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--only-decks", action="store_true",
+                       help="check only the talk's decks (build/talk*.slides.html)")
+    which.add_argument("--no-decks", action="store_true", help="run only the notebooks")
     args = parser.parse_args(argv)
 
     try:
@@ -453,35 +640,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[str] | str] = {}
     try:
         chromium = ensure_chromium()
-        paths, generated = choose_notebooks(args.notebook)
-        work = temp / "notebooks"
-        work.mkdir()
-        names = copy_notebooks(paths, generated, work)
-        with jupyterlab(work, temp, OUT / "jupyterlab.log") as (url, token):
+        if not args.only_decks:
+            run_notebooks(chromium, args, temp, results)
+        if not args.no_decks:
+            decks = ensure_decks()
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=str(chromium), headless=True,
                     args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-                log(f"Chromium {browser.version} ({chromium}), driven by Playwright")
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                console = []
-                page.on("pageerror", lambda err: console.append(f"page error: {err}"))
                 try:
-                    for name in names:
-                        log(f"{name}: opening, Run > Run All Cells")
+                    for deck in decks:
+                        log(f"{deck.relative_to(ROOT)}: opening from the disk")
                         try:
-                            results[name] = test_notebook(page, url, token, name, args.timeout)
-                            for line in results[name]:
+                            results[deck.name] = check_deck(browser, deck, args.timeout)
+                            for line in results[deck.name]:
                                 log(f"  ok  {line}")
                         except (Failed, PlaywrightError) as err:
-                            results[name] = f"FAILED: {err}"
-                            log(f"  FAILED {name}: {err}")
-                            page.screenshot(path=str(OUT / f"{Path(name).stem}-failed.png"))
-                        finally:
-                            page.goto("about:blank")
-                            shut_down_kernels(url, token)
+                            results[deck.name] = f"FAILED: {err}"
+                            log(f"  FAILED {deck.name}: {err}")
                 finally:
-                    (OUT / "browser-console.log").write_text("\n".join(console))
                     browser.close()
     except Failed as err:
         results["setup"] = f"FAILED: {err}"
@@ -492,9 +669,46 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(temp, ignore_errors=True)
     failed = [name for name, r in results.items() if isinstance(r, str)]
-    log(f"{len(results) - len(failed)} of {len(results)} notebook(s) passed in "
+    log(f"{len(results) - len(failed)} of {len(results)} notebook(s) and deck(s) passed in "
         f"{time.monotonic() - started:.0f} s; screenshots and logs in {OUT.relative_to(ROOT)}/")
     return 1 if failed or not results else 0
+
+
+def run_notebooks(chromium: Path, args, temp: Path, results: dict) -> None:
+    """Run the notebooks in JupyterLab in Chromium (points 1-5 of the module's docstring)."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    paths, generated = choose_notebooks(args.notebook)
+    work = temp / "notebooks"
+    work.mkdir()
+    names = copy_notebooks(paths, generated, work)
+    with jupyterlab(work, temp, OUT / "jupyterlab.log") as (url, token):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(chromium), headless=True,
+                args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+            log(f"Chromium {browser.version} ({chromium}), driven by Playwright")
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            console = []
+            page.on("pageerror", lambda err: console.append(f"page error: {err}"))
+            try:
+                for name in names:
+                    log(f"{name}: opening, Run > Run All Cells")
+                    try:
+                        results[name] = test_notebook(page, url, token, name, args.timeout)
+                        for line in results[name]:
+                            log(f"  ok  {line}")
+                    except (Failed, PlaywrightError) as err:
+                        results[name] = f"FAILED: {err}"
+                        log(f"  FAILED {name}: {err}")
+                        page.screenshot(path=str(OUT / f"{Path(name).stem}-failed.png"))
+                    finally:
+                        page.goto("about:blank")
+                        shut_down_kernels(url, token)
+            finally:
+                (OUT / "browser-console.log").write_text("\n".join(console))
+                browser.close()
 
 
 if __name__ == "__main__":

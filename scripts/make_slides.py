@@ -99,9 +99,10 @@ MathJax.Hub.Config({
 <style type="text/css">
 .reveal .slides h1, .reveal .slides h2, .reveal .slides h3 { text-transform: none; }
 .reveal .jp-OutputArea-output pre { font-size: 17px; }
-.reveal, .reveal h1, .reveal h2, .reveal h3, .reveal .jp-OutputArea-output pre {
-  font-family: "Source Sans Pro", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
-    "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", Helvetica, sans-serif; }
+.reveal {  /* the theme's fonts, then Chinese ones (variables on .reveal beat the theme's :root) */
+  --r-main-font: "Source Sans Pro", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+    "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", Helvetica, sans-serif;
+  --r-heading-font: var(--r-main-font); }
 .reveal .jp-OutputArea-output pre {
   font-family: "DejaVu Sans Mono", "Noto Sans Mono CJK SC", "Noto Sans CJK SC", monospace; }
 </style>
