@@ -34,13 +34,12 @@ __all__ = ["fit", "accuracy", "top2_both", "shift_images", "mixed_scenes", "fold
 
 # name -> how it is trained: training scenes (one-object, two-object), optimiser steps, batch
 # size, peak learning rate, and the largest random sub-pixel shift of the augmentation (px).
+_CLASSIFIER_RECIPE = dict(n_single=12_288, n_pairs=12_288, steps=5_000, batch_size=32, lr=6e-3,
+                          shift=1.0)
 RECIPES: dict[str, dict] = {
-    "shapes-cnn": dict(n_single=12_288, n_pairs=12_288, steps=2_400, batch_size=32, lr=3e-3,
-                       shift=1.0),
-    "shapes-gap": dict(n_single=12_288, n_pairs=12_288, steps=2_400, batch_size=32, lr=3e-3,
-                       shift=1.0),
-    "shapes-allconv": dict(n_single=12_288, n_pairs=12_288, steps=2_400, batch_size=32,
-                           lr=3e-3, shift=1.0),
+    "shapes-cnn": dict(_CLASSIFIER_RECIPE),
+    "shapes-gap": dict(_CLASSIFIER_RECIPE),
+    "shapes-allconv": dict(_CLASSIFIER_RECIPE),
     **VAE_RECIPES,  # the VAEs: vismap.train_vae
 }
 
