@@ -136,8 +136,10 @@ ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
     "shapes-allconv": shapes_allconv,
 }
 
-#: Every model shipped in ``data/``: the classifiers and chapter 07's beta-VAE.
-PRETRAINED: dict[str, Callable[[], nn.Module]] = {**ARCHITECTURES, "sprites-vae": SpritesVAE}
+#: Every model shipped in ``data/``: the classifiers and chapter 07's two VAEs (the same
+#: :class:`vismap.vae.SpritesVAE`; ``sprites2-vae`` is trained on two-object sprite scenes).
+PRETRAINED: dict[str, Callable[[], nn.Module]] = {**ARCHITECTURES, "sprites-vae": SpritesVAE,
+                                                  "sprites2-vae": SpritesVAE}
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
 
     Args:
         name: one of :data:`PRETRAINED` (``"shapes-cnn"``, ``"shapes-gap"``, ``"sprites-vae"``,
-            ``"shapes-allconv"``).
+            ``"shapes-allconv"``, ``"sprites2-vae"``).
         folder: where the checkpoints are; default :func:`data_dir`.
 
     Raises:
