@@ -93,9 +93,155 @@ def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh):
 
 def test_accuracy_targets():
     files = read_manifest()["files"]
-    acc = {n: files[f"{n}.pt"]["accuracy"] for n in NAMES}
-    assert acc["shapes-cnn"] >= 0.97 and acc["shapes-gap"] >= 0.97
-    assert acc["shapes-allconv"] >= acc["shapes-cnn"] - 0.02
+    for name in NAMES:
+        entry = files[f"{name}.pt"]
+        assert entry["accuracy"] >= 0.97, (name, entry["accuracy"])
+        assert entry["pairs_top2"] >= 0.90, (name, entry["pairs_top2"])
+        assert entry["n_pairs"] > 0 and "two-object" in entry["trained_on"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 12: the shipped classifiers see two objects, resist sub-pixel shifts and have clean
+# input gradients. Every check uses seeds that neither training (TRAIN_SEED) nor the
+# manifest's measures (HELDOUT_SEED) used.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_pairs():
+    assert 778 not in (vm.train.TRAIN_SEED, vm.train.HELDOUT_SEED)
+    return vm.data.make_shapes(1000, seed=778, objects=2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_both_objects_of_a_pair_are_the_top_two(name, fresh_pairs):
+    rate = vm.train.top2_both(load_pretrained(name), fresh_pairs.images, fresh_pairs.labels)
+    assert rate >= 0.90, rate
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_half_pixel_shift_costs_at_most_two_points(name, fresh):
+    model = load_pretrained(name)
+    before = vm.train.accuracy(model, fresh.images, fresh.labels)
+    after = vm.train.accuracy(model, vm.train.shift_images(fresh.images, 0.5, 0.5), fresh.labels)
+    assert before - after <= 0.02, (before, after)
+
+
+@pytest.fixture(scope="module")
+def pair_maps():
+    """Grad-CAM of shapes-cnn at its last conv layer (rectified, features.10) for each of the
+    two classes of 200 two-object scenes, plain and counterfactual."""
+    pairs = vm.data.make_shapes(200, seed=779, objects=2)
+    cnn = load_pretrained("shapes-cnn")
+    maps = {(j, cf): vm.explain.gradcam(cnn, pairs.images, pairs.labels[:, j],
+                                        layer="features.10", counterfactual=cf)
+            for j in (0, 1) for cf in (False, True)}
+    return pairs, maps
+
+
+def _pointing(pairs, maps, counterfactual):
+    """Mean pointing-game hit rate into the asked object and into the other one."""
+    own = other = 0.0
+    for j in (0, 1):
+        m = maps[j, counterfactual]
+        own += vm.metrics.pointing_game(m, pairs.masks[:, j]).float().mean().item() / 2
+        other += vm.metrics.pointing_game(m, pairs.masks[:, 1 - j]).float().mean().item() / 2
+    return own, other
+
+
+def test_gradcam_points_at_the_asked_object_more_than_at_the_other(pair_maps):
+    own, other = _pointing(*pair_maps, counterfactual=False)
+    assert own - other >= 0.15 and own >= 2 * other, (own, other)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12's target (own >= 0.85, other <= 0.05) is not "
+                   "reached: the shipped shapes-cnn scores about 0.5 / 0.19; its Grad-CAM peak "
+                   "falls on neither object in about 30-40 % of the maps")
+def test_gradcam_is_class_discriminative_on_pairs(pair_maps):
+    own, other = _pointing(*pair_maps, counterfactual=False)
+    assert own >= 0.85 and other <= 0.05, (own, other)
+
+
+def test_counterfactual_gradcam_points_at_the_other_object(pair_maps):
+    own, other = _pointing(*pair_maps, counterfactual=True)
+    assert other > own, (own, other)
+
+
+GUIDED_CORR = 0.9  # the median correlation of the two classes' guided backprop maps
+
+
+def test_guided_backprop_is_not_class_discriminative():
+    # Springenberg et al.'s maps for the two classes of a pair are nearly the same image.
+    pairs = vm.data.make_shapes(100, seed=780, objects=2)
+    cnn = load_pretrained("shapes-cnn")
+    g = [vm.explain.guided_backprop(cnn, pairs.images, pairs.labels[:, j]).flatten(1)
+         for j in (0, 1)]
+    g = [m - m.mean(1, keepdim=True) for m in g]
+    corr = (g[0] * g[1]).sum(1) / (g[0].norm(dim=1) * g[1].norm(dim=1))
+    assert corr.median() >= GUIDED_CORR, corr.median()
+
+
+def test_input_gradient_predicts_a_small_step():
+    # First-order Taylor: y(x + eps g / |g|) - y(x) = eps |g| up to O(eps^2), unless a max-pool
+    # window ties (then autograd's gradient is one piece's, and the prediction misses).
+    data = vm.data.make_shapes(32, seed=781)
+    cnn = load_pretrained("shapes-cnn")
+    x = data.images.clone().requires_grad_(True)
+    score = cnn(x).gather(1, data.labels[:, None])[:, 0]
+    (g,) = torch.autograd.grad(score.sum(), x)
+    norm = g.flatten(1).norm(dim=1)
+    eps = 1e-4
+    with torch.no_grad():
+        moved = cnn(x + eps * g / norm[:, None, None, None]).gather(1, data.labels[:, None])[:, 0]
+    ratio = (moved - score.detach()) / (eps * norm)
+    assert ratio.median() >= 0.95, ratio
+
+
+# --------------------------------------------------------------------------------------------
+# The training machinery
+# --------------------------------------------------------------------------------------------
+
+
+def test_mixed_scenes_targets():
+    images, targets = vm.train.mixed_scenes(6, 4, seed=5)
+    assert images.shape == (10, 3, 64, 64) and targets.shape == (10, len(vm.data.SHAPE_CLASSES))
+    torch.testing.assert_close(targets.sum(1), torch.ones(10))
+    single, pairs = vm.data.make_shapes(6, seed=5), vm.data.make_shapes(4, seed=5, objects=2)
+    assert torch.equal(images[:6], single.images) and torch.equal(images[6:], pairs.images)
+    assert torch.equal(targets[:6].argmax(1), single.labels)
+    for k in range(4):
+        expected = torch.zeros(len(vm.data.SHAPE_CLASSES))
+        expected[pairs.labels[k]] = 0.5
+        assert torch.equal(targets[6 + k], expected)
+
+
+def test_shift_images_by_hand():
+    x = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 1, 4, 5)
+    one = vm.train.shift_images(x, 1.0, 0.0)  # right by one pixel; column 0 repeats (border)
+    assert torch.equal(one[..., 1:], x[..., :-1]) and torch.equal(one[..., 0], x[..., 0])
+    down = vm.train.shift_images(x, 0.0, 2.0)
+    torch.testing.assert_close(down[..., 2:, :], x[..., :-2, :])
+    half = vm.train.shift_images(x, 0.5, 0.0)  # each pixel the mean of itself and its left
+    torch.testing.assert_close(half[..., 1:], (x[..., 1:] + x[..., :-1]) / 2)
+    per_image = vm.train.shift_images(x, torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(per_image[0], x[0])
+    torch.testing.assert_close(per_image[1], one[1])
+
+
+def test_top2_both_by_hand():
+    scores = torch.tensor([[5.0, 4.0, 0.0], [5.0, 0.0, 4.0], [0.0, 4.0, 5.0]])
+    model = nn.Sequential(nn.Flatten(), nn.Identity())
+    labels = torch.tensor([[1, 0], [0, 1], [2, 1]])
+    assert vm.train.top2_both(model, scores, labels) == pytest.approx(2 / 3)
+
+
+def test_fit_with_soft_targets_and_shifts():
+    images, targets = vm.train.mixed_scenes(128, 128, seed=6)
+    torch.manual_seed(0)
+    net = vm.models.shapes_gap(batchnorm=True)
+    losses = vm.train.fit(net, images, targets, steps=40, batch_size=16, shift=1.0,
+                          progress=False)
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
 
 
 def test_load_pretrained_unknown_name_lists_the_names():
