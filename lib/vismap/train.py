@@ -163,21 +163,24 @@ def fold_batchnorm(trained: models.ShapesNet, name: str) -> models.ShapesNet:
     weighted = (nn.Conv2d, nn.Linear)
     for part in ("features", "classifier"):
         layers = list(trained.get_submodule(part).modules())
-        pairs = [(m, layers[i + 1] if i + 1 < len(layers)
-                  and isinstance(layers[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d)) else None)
-                 for i, m in enumerate(layers) if isinstance(m, weighted)]
+        norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+        pairs: list[tuple[nn.Conv2d | nn.Linear, nn.BatchNorm1d | nn.BatchNorm2d | None]] = [
+            (m, nxt if isinstance(nxt := (layers[i + 1] if i + 1 < len(layers) else None), norms)
+             else None)
+            for i, m in enumerate(layers) if isinstance(m, weighted)]
         targets = [m for m in plain.get_submodule(part).modules() if isinstance(m, weighted)]
         if len(targets) != len(pairs):
             raise ValueError(f"{name}.{part} has {len(targets)} weighted layers, the trained "
                              f"model {len(pairs)}")
         for target, (layer, bn) in zip(targets, pairs, strict=True):
-            weight, bias = layer.weight.clone(), layer.bias.clone()
+            weight, bias = layer.weight.clone(), torch.as_tensor(layer.bias).clone()
             if bn is not None:
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                mean, var = torch.as_tensor(bn.running_mean), torch.as_tensor(bn.running_var)
+                scale = bn.weight / torch.sqrt(var + bn.eps)
                 weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
-                bias = (bias - bn.running_mean) * scale + bn.bias
+                bias = (bias - mean) * scale + bn.bias
             target.weight.copy_(weight)
-            target.bias.copy_(bias)
+            torch.as_tensor(target.bias).copy_(bias)
     return plain.eval()
 
 
