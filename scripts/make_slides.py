@@ -98,7 +98,7 @@ MathJax.Hub.Config({
 {%- block html_head_css -%}
 <style type="text/css">
 .reveal .slides h1, .reveal .slides h2, .reveal .slides h3 { text-transform: none; }
-.reveal .jp-OutputArea-output pre { font-size: 17px; }
+.reveal .jp-OutputArea-output pre { font-size: 14px; line-height: 1.35; }
 .reveal {  /* the theme's fonts, then Chinese ones (variables on .reveal beat the theme's :root) */
   --r-main-font: "Source Sans Pro", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
     "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", Helvetica, sans-serif;

@@ -276,6 +276,7 @@ def assets(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # an nbconvert export of each deck: a few seconds
 @pytest.mark.parametrize("path", DECKS, ids=lambda p: p.name)
 def test_export_opens_offline(path, assets):
     nb = _read(path)
