@@ -14,9 +14,8 @@ the theme's own fonts and icons, Sphinx's local search index, and no ipywidgets 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-
-import jupyter_server_mathjax
 
 project = "vismap"
 author = "the vismap course"
@@ -37,7 +36,12 @@ myst_heading_anchors = 3
 myst_update_mathjax = False  # our MathJax 2 configuration below, not MyST's MathJax 3 one
 
 # --- math: MathJax 2.7 shipped by jupyter-server-mathjax, copied into _static ---------------
-MATHJAX_DIR = Path(jupyter_server_mathjax.__file__).parent / "static"
+# found without importing the package: its __init__ imports all of jupyter_server (seconds)
+_spec = importlib.util.find_spec("jupyter_server_mathjax")
+if _spec is None or not _spec.submodule_search_locations:
+    raise ImportError("the book needs MathJax from the package jupyter-server-mathjax: "
+                      "pip install jupyter-server-mathjax (a dev dependency of the course)")
+MATHJAX_DIR = Path(list(_spec.submodule_search_locations)[0]) / "static"
 html_static_path = [str(MATHJAX_DIR), "static"]
 mathjax_path = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {

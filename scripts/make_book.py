@@ -17,7 +17,7 @@ stays offline). This script does three things:
    ``docs/figures/``, the start page (``book/index.md`` filled with the README's introduction,
    its table of notebooks and the table of contents) and ``book/*.md``. A file is rewritten only
    when its content changes, so Sphinx's incremental build re-reads only what changed.
-3. ``sphinx-build -c book build/book_src build/book``.
+3. ``sphinx-build -c book build/book_src build/book`` (run in this process).
 
 Usage::
 
@@ -36,7 +36,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -345,15 +344,19 @@ def stage(toc: Toc, executed: dict[Path, Path]) -> list[str]:
 def sphinx(strict: bool = False) -> list[str]:
     """Run sphinx-build; returns its warnings. Raises BookError when it fails."""
     warnings_file = BUILD / "book-warnings.txt"
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(BOOK),
-               "-d", str(BUILD / "book_doctrees"), "-w", str(warnings_file), str(SRC), str(OUT)]
+    from sphinx.cmd.build import build_main
+
+    arguments = ["-b", "html", "-q", "-c", str(BOOK), "-d", str(BUILD / "book_doctrees"),
+                 "-w", str(warnings_file), str(SRC), str(OUT)]
     if strict:
-        command += ["-W", "--keep-going"]
-    done = subprocess.run(command, cwd=ROOT)
+        arguments += ["-W", "--keep-going"]
+    # in this process: the imports it shares with the steps before (nbformat pulls in
+    # jsonschema, seconds on a loaded machine) are paid once
+    status = build_main(arguments)
     warnings = [w for w in warnings_file.read_text().splitlines() if w.strip()] if (
         warnings_file.exists()) else []
-    if done.returncode != 0:
-        raise BookError(f"sphinx-build failed (exit status {done.returncode}); see "
+    if status != 0:
+        raise BookError(f"sphinx-build failed (exit status {status}); see "
                         f"{warnings_file.relative_to(ROOT)}")
     return warnings
 
