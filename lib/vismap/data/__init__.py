@@ -13,17 +13,28 @@ and come with their ground truth.
 Every shape is an *implicit* region {(u, v) : inside_c(u, v)} in unit-free local coordinates
 (u, v) = R(-theta) (p - c) / r of a pixel centre p, a shape centre c, a radius r and an angle
 theta. Every shape lies inside the unit disk, so a shape of radius r stays inside r pixels of
-its centre. A pixel belongs to a shape when its centre is inside: the mask is exact, the
-picture is the mask painted in a colour, and the box is the mask's tight bound.
+its centre. Sprites are binary: a pixel belongs to a sprite when its centre is inside. Shapes
+are anti-aliased: a pixel shows the fraction of its area the shape covers (4x4 supersampling),
+blended over the background; an object's mask is its pixels of coverage >= 0.5 and its box the
+mask's tight bound.
 """
-
-TRAIN_SEED = 1  # seed of the classifiers' training images
-HELDOUT_SEED = 20_191_018  # seed of the held-out images; never used for training
 
 from ._geometry import SIZE, boxes_from_masks
 from .shapes import SHAPE_CLASSES, Shapes, make_shapes
-from .sprites import (ANOMALIES, SPRITE_FACTORS, SPRITE_GRID, SPRITE_SHAPES, Sprites,
-                      add_anomalies, make_sprites, render_sprites, sprite_factor_grid)
+from .sprites import (
+    ANOMALIES,
+    SPRITE_FACTORS,
+    SPRITE_GRID,
+    SPRITE_SHAPES,
+    Sprites,
+    add_anomalies,
+    make_sprites,
+    render_sprites,
+    sprite_factor_grid,
+)
+
+TRAIN_SEED = 1  # seed of the classifiers' training images
+HELDOUT_SEED = 20_191_018  # seed of the held-out images; never used for training
 
 __all__ = [
     "SHAPE_CLASSES",
