@@ -66,7 +66,7 @@ def test_two_objects_are_told_apart_by_side(pairs):
     left = S.render_sprites(f)
     f[:, 0, 3] = 1.0
     right = S.render_sprites(f)
-    for img_l, img_r in zip(left[:, 0], right[:, 0]):
+    for img_l, img_r in zip(left[:, 0], right[:, 0], strict=True):
         moved = (img_l != img_r).any(0).nonzero()
         assert moved.max() < 40  # only columns of the left object change
 

@@ -40,8 +40,8 @@ def _needs_posterior(output) -> ValueError:
     """The error for a model whose output is not a posterior: what it needs, what it gave."""
     return ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), each "
                       f"(n, latents) (for example vismap.vae.SpritesVAE); this model returned "
-                      f"{_shapes(output)} for one image. For any other embedding, call vismap.explain.gradcam "
-                      f"or layercam with a callable target")
+                      f"{_shapes(output)} for one image. For any other embedding, call "
+                      f"vismap.explain.gradcam or layercam with a callable target")
 
 
 def _check_posterior_model(model: nn.Module, x: torch.Tensor) -> None:

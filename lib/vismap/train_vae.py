@@ -108,7 +108,8 @@ def evaluate_vae(model: vae.SpritesVAE, sprites: data.Sprites) -> dict:
                        for k, name in enumerate(names)},
         best_latent={name: int(abs(corr[:, k]).argmax()) for k, name in enumerate(names)},
         mig=round(gap, 4),
-        mig_per_factor={name: round(float(v), 4) for name, v in zip(names, per_factor)})
+        mig_per_factor={name: round(float(v), 4)
+                        for name, v in zip(names, per_factor, strict=True)})
 
 
 def train_sprites_vae(*, seed: int = 0, progress: bool = True, snapshot=None,
