@@ -328,7 +328,9 @@ def test_shipped_two_object_vae_matches_its_manifest():
     for k, name in enumerate(vm.data.sprites.sprite_factor_names(2)):
         if name.endswith(("pos_x", "pos_y")):
             assert abs(corr[:, k].max() - entry["best_abs_corr"][name]) < 0.03, name
-            assert corr[:, k].argmax() == entry["best_latent"][name], name
+            # the manifest's latent is the best here too, or ties with it (two latents can
+            # follow a factor about equally)
+            assert corr[entry["best_latent"][name], k] > corr[:, k].max() - 0.03, name
 
 
 # ---------------------------------------------------------------------------- anomalies
