@@ -71,7 +71,8 @@ MATHJAX = f"{ASSETS}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 # nbconvert's reveal template with what it loads replaced: no jQuery, require.js or mermaid
 # (from CDNs, and unused by the talk), reveal.js and its notes plugin as plain scripts, MathJax
 # with the fonts the package ships (STIX-Web), headings in the case they are written in, and a
-# font list that reaches a real CJK font for the Chinese deck.
+# font list that reaches a real CJK font for the Chinese deck; printed results smaller than
+# nbconvert's 19 px, so that a measured line fits the slide.
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_jquery -%}{%- endblock html_head_js_jquery -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -98,7 +99,7 @@ MathJax.Hub.Config({
 {%- block html_head_css -%}
 <style type="text/css">
 .reveal .slides h1, .reveal .slides h2, .reveal .slides h3 { text-transform: none; }
-.reveal .jp-OutputArea-output pre { font-size: 14px; line-height: 1.35; }
+.reveal div.jp-OutputArea-output > pre { font-size: 14px; line-height: 1.35; width: 100%; }
 .reveal {  /* the theme's fonts, then Chinese ones (variables on .reveal beat the theme's :root) */
   --r-main-font: "Source Sans Pro", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
     "WenQuanYi Micro Hei", "PingFang SC", "Microsoft YaHei", Helvetica, sans-serif;
