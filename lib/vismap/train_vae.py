@@ -70,6 +70,7 @@ def fit_vae(model: vae.SpritesVAE, *, steps: int, batch_size: int = 64, lr: floa
         if step % per_chunk == 0:
             chunk = data.make_sprites(_SPRITE_CHUNK, TRAIN_SEED * 1_000_003 + step // per_chunk,
                                       objects=objects)
+        assert chunk is not None  # drawn at step 0
         k = step % per_chunk
         c_t = None if capacity is None else capacity * min(1.0, step / anneal)
         out = vae.vae_loss(model, chunk.images[k * batch_size:(k + 1) * batch_size],
