@@ -4,6 +4,7 @@ measured by `make bench`, never asserted here."""
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import vismap as vm  # noqa: E402
 _spec = importlib.util.spec_from_file_location(
     "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py")
 bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench"] = bench  # its dataclasses look their module up while it loads
 _spec.loader.exec_module(bench)
 
 # the rows of each setting, in registry order: CAM only on the GAP network (ResNet-18), no
