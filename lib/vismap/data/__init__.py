@@ -23,14 +23,17 @@ from ._geometry import SIZE, boxes_from_masks
 from .shapes import SHAPE_CLASSES, Shapes, make_shapes
 from .sprites import (
     ANOMALIES,
+    PAIR_LAYOUT,
     SPRITE_FACTORS,
     SPRITE_GRID,
+    SPRITE_OBJECTS,
     SPRITE_SHAPES,
     Sprites,
     add_anomalies,
     make_sprites,
     render_sprites,
     sprite_factor_grid,
+    sprite_factor_names,
 )
 
 TRAIN_SEED = 1  # seed of the classifiers' training images
@@ -41,6 +44,9 @@ __all__ = [
     "SPRITE_SHAPES",
     "SPRITE_FACTORS",
     "SPRITE_GRID",
+    "SPRITE_OBJECTS",
+    "PAIR_LAYOUT",
+    "sprite_factor_names",
     "Shapes",
     "Sprites",
     "make_shapes",
