@@ -112,7 +112,7 @@ def test_relevance_mass_bad_input():
 
 def test_importance():
     maps = torch.tensor([[[[1.0, -2.0]], [[-3.0, 0.5]]]])  # (1, 2, 1, 2)
-    assert M.importance(maps).tolist() == [[[[4.0, 2.5]]]]
+    assert M.importance(maps).tolist() == [[[[3.0, 2.0]]]]  # max_c |M_c|, not the sum
     signed = torch.tensor([[[[1.0, -2.0]]]])
     assert M.importance(signed) is signed  # one channel: kept, sign included
     assert M.importance(signed[:, 0]).shape == (1, 1, 1, 2)
@@ -174,9 +174,11 @@ def test_true_order_beats_the_reversed_order():
         best = M.insertion_auc(model, x, 0, truth, steps=steps, baseline=0.0)
         worst = M.insertion_auc(model, x, 0, -truth, steps=steps, baseline=0.0)
         assert (best > worst + 0.1).all()
-    # a colour map is ordered by sum_c |M_c|: the per-channel contributions give the same order
+    # a colour map is ordered by its magnitude max_c |M_c|: the same order as that one-channel map
+    magnitude = (w * x).abs().amax(1, keepdim=True)
     torch.testing.assert_close(
-        M.deletion_auc(model, x, 0, w * x, steps=8), M.deletion_auc(model, x, 0, truth, steps=8)
+        M.deletion_auc(model, x, 0, w * x, steps=8),
+        M.deletion_auc(model, x, 0, magnitude, steps=8),
     )
 
 

@@ -194,10 +194,10 @@ def localization_accuracy(
 def importance(maps: torch.Tensor) -> torch.Tensor:
     """One importance per pixel, ``(n, 1, H, W)``, from a map of any method.
 
-    A map with several channels (the gradient methods' ``(n, C, H, W)``, signed) becomes the
-    channel sum of absolute values, ``sum_c |M_c|``: how strongly each pixel matters, whatever
-    the sign (Simonyan et al. 2014 take ``max_c |M_c|``; the sum is the common choice of the
-    evaluation papers and keeps every channel's evidence). A one-channel map ``(n, 1, H, W)`` or
+    A map with several channels (the gradient methods' ``(n, C, H, W)``, signed) becomes its
+    magnitude ``max_c |M_c|``: how strongly each pixel matters, whatever the sign - Simonyan et
+    al.'s (2014) definition, the one the whole course uses (chapters 00, 04, 06, 08). A
+    one-channel map ``(n, 1, H, W)`` or
     ``(n, H, W)`` is kept as it is, sign included: for CAM, Grad-CAM or occlusion a larger value
     *is* more evidence for the class, and a negative value evidence against it.
     """
@@ -207,7 +207,7 @@ def importance(maps: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"maps must have shape (n, C, H, W), (n, 1, H, W) or (n, H, W), got {tuple(maps.shape)}"
         )
-    return maps if maps.shape[1] == 1 else maps.abs().sum(1, keepdim=True)
+    return maps if maps.shape[1] == 1 else maps.abs().amax(1, keepdim=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def deletion_curve(
     Explanation of Black-box Models*, Sec. 4.2).
 
     Order the pixels by the map, most important first (:func:`importance`: a colour map by
-    ``sum_c |M_c|``, a one-channel map by its signed value; ties broken at random, by a fixed
+    ``max_c |M_c|``, a one-channel map by its signed value; ties broken at random, by a fixed
     permutation). At step ``k = 0 .. steps`` replace the first ``round(k H W / steps)`` of them
     (all channels) by the ``baseline`` and record the target's softmax probability
     ``p_k = softmax(f(x_k))_c``. If the map found what the model uses, the probability falls
@@ -567,7 +567,7 @@ def randomization_check(
     ``method(copy, x, target)`` is recomputed and compared with the original map by
     :func:`spearman` and :func:`ssim`. As in the paper both maps are compared by their
     *absolute* values, each normalised to [0, 1] by its maximum (a colour map first becomes
-    ``sum_c |M_c|``, :func:`importance`).
+    ``max_c |M_c|``, :func:`importance`).
 
     Re-initialisation is each layer's own ``reset_parameters()`` (PyTorch's default
     initialisation, the paper's "initialisation distribution"), drawn from ``torch.manual_seed(
