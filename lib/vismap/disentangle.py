@@ -24,8 +24,10 @@ def _as_numpy(mu, factors) -> tuple[np.ndarray, np.ndarray]:
     mu = mu.detach().cpu().numpy() if isinstance(mu, torch.Tensor) else np.asarray(mu)
     f = factors.detach().cpu().numpy() if isinstance(factors, torch.Tensor) else np.asarray(factors)
     if mu.ndim != 2 or f.ndim != 2 or len(mu) != len(f):
-        raise ValueError(f"mu must be (n, latents) and factors (n, factors) with the same n; "
-                         f"got {mu.shape} and {f.shape}")
+        raise ValueError(
+            f"mu must be (n, latents) and factors (n, factors) with the same n; "
+            f"got {mu.shape} and {f.shape}"
+        )
     if len(mu) < 2:
         raise ValueError("need at least two samples")
     return mu.astype(np.float64), f.astype(np.float64)
@@ -36,7 +38,7 @@ def factor_correlation(mu, factors) -> np.ndarray:
     mu, f = _as_numpy(mu, factors)
     a = mu - mu.mean(0)
     b = f - f.mean(0)
-    norm = np.sqrt((a ** 2).sum(0))[:, None] * np.sqrt((b ** 2).sum(0))[None]
+    norm = np.sqrt((a**2).sum(0))[:, None] * np.sqrt((b**2).sum(0))[None]
     return np.divide(a.T @ b, norm, out=np.zeros((mu.shape[1], f.shape[1])), where=norm > 0)
 
 

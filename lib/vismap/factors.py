@@ -22,7 +22,7 @@ __all__ = ["factor_score", "factor_cam", "STATISTICS", "MODES"]
 
 #: Scores of a factor's posterior ``N(mu_i, sigma_i^2)``, per sample and dimension ``(n, d)``.
 STATISTICS: dict = {
-    "mu": lambda mu, logvar: mu,                # the posterior mean (Liu et al. 2020)
+    "mu": lambda mu, logvar: mu,  # the posterior mean (Liu et al. 2020)
     "kl": lambda mu, logvar: kl_per_dim(mu, logvar),  # the factor's KL loss (the document)
 }
 
@@ -38,10 +38,12 @@ def _shapes(output) -> object:
 
 def _needs_posterior(output) -> ValueError:
     """The error for a model whose output is not a posterior: what it needs, what it gave."""
-    return ValueError(f"a factor map needs an encoder whose forward returns (mu, logvar), each "
-                      f"(n, latents) (for example vismap.vae.SpritesVAE); this model returned "
-                      f"{_shapes(output)} for one image. For any other embedding, call "
-                      f"vismap.explain.gradcam or layercam with a callable target")
+    return ValueError(
+        f"a factor map needs an encoder whose forward returns (mu, logvar), each "
+        f"(n, latents) (for example vismap.vae.SpritesVAE); this model returned "
+        f"{_shapes(output)} for one image. For any other embedding, call "
+        f"vismap.explain.gradcam or layercam with a callable target"
+    )
 
 
 def _check_posterior_model(model: nn.Module, x: torch.Tensor) -> None:
@@ -56,9 +58,13 @@ def _check_posterior_model(model: nn.Module, x: torch.Tensor) -> None:
 
 def _is_posterior(output) -> bool:
     """Is ``output`` a ``(mu, logvar)`` pair of equal ``(n, latents)`` tensors?"""
-    return (isinstance(output, (tuple, list)) and len(output) == 2
-            and all(isinstance(t, torch.Tensor) for t in output)
-            and output[0].dim() == 2 and output[0].shape == output[1].shape)
+    return (
+        isinstance(output, (tuple, list))
+        and len(output) == 2
+        and all(isinstance(t, torch.Tensor) for t in output)
+        and output[0].dim() == 2
+        and output[0].shape == output[1].shape
+    )
 
 
 def factor_score(dims, statistic: str = "mu"):
@@ -88,8 +94,10 @@ def factor_score(dims, statistic: str = "mu"):
         latents = mu.shape[1]
         bad = [i for i in index if not -latents <= i < latents]
         if bad:
-            raise ValueError(f"latent dimension(s) {bad} out of range: the encoder has "
-                             f"{latents} dimensions, 0 .. {latents - 1}")
+            raise ValueError(
+                f"latent dimension(s) {bad} out of range: the encoder has "
+                f"{latents} dimensions, 0 .. {latents - 1}"
+            )
         return STATISTICS[statistic](mu, logvar)[:, index].sum(1)
 
     return score
@@ -100,9 +108,16 @@ def factor_score(dims, statistic: str = "mu"):
 MODES: dict = {"gradcam": gradcam, "elementwise": layercam}
 
 
-def factor_cam(vae: nn.Module, x: torch.Tensor, dims, *, layer: Layer = "encoder.3",
-               statistic: str = "kl", mode: str = "elementwise",
-               upsampled: bool = True) -> torch.Tensor:
+def factor_cam(
+    vae: nn.Module,
+    x: torch.Tensor,
+    dims,
+    *,
+    layer: Layer = "encoder.3",
+    statistic: str = "kl",
+    mode: str = "elementwise",
+    upsampled: bool = True,
+) -> torch.Tensor:
     """Factor activation maps: where in the image a latent factor (or several) is read.
 
     The four classic papers explain a class score. Here the score is a statistic of the VAE's

@@ -20,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from .data import SHAPE_CLASSES
-from .photos import (PHOTOS, ImageNetModel, WeightsUnavailableError, imagenet, load_photo,
-                     weights_path)
+from .photos import (
+    PHOTOS,
+    ImageNetModel,
+    WeightsUnavailableError,
+    imagenet,
+    load_photo,
+    weights_path,
+)
 from .vae import SpritesVAE
 
 __all__ = [
@@ -77,7 +83,8 @@ def _he_init(model: ShapesNet) -> ShapesNet:
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model
 
 
@@ -105,15 +112,19 @@ def _conv_features(batchnorm: bool = False) -> nn.Sequential:
 def shapes_cnn(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesNet:
     """VGG-like: features, 2x2 max-pool to 4x4, flatten, FC 1024 -> 64 -> classes."""
     hidden = [nn.Linear(64 * 4 * 4, 64)] + ([nn.BatchNorm1d(64)] if batchnorm else [])
-    head = nn.Sequential(nn.Flatten(), *hidden, nn.ReLU(), nn.Dropout(0.2),
-                         nn.Linear(64, classes))
+    head = nn.Sequential(nn.Flatten(), *hidden, nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, classes))
     return _he_init(ShapesNet(_conv_features(batchnorm), nn.MaxPool2d(2), head))
 
 
 def shapes_gap(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesNet:
     """CAM's network: features, global average pooling, one linear layer 64 -> classes."""
-    return _he_init(ShapesNet(_conv_features(batchnorm), nn.AdaptiveAvgPool2d(1),
-                              nn.Sequential(nn.Flatten(), nn.Linear(64, classes))))
+    return _he_init(
+        ShapesNet(
+            _conv_features(batchnorm),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Sequential(nn.Flatten(), nn.Linear(64, classes)),
+        )
+    )
 
 
 def shapes_allconv(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesNet:
@@ -138,8 +149,11 @@ ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
 
 #: Every model shipped in ``data/``: the classifiers and chapter 07's two VAEs (the same
 #: :class:`vismap.vae.SpritesVAE`; ``sprites2-vae`` is trained on two-object sprite scenes).
-PRETRAINED: dict[str, Callable[[], nn.Module]] = {**ARCHITECTURES, "sprites-vae": SpritesVAE,
-                                                  "sprites2-vae": SpritesVAE}
+PRETRAINED: dict[str, Callable[[], nn.Module]] = {
+    **ARCHITECTURES,
+    "sprites-vae": SpritesVAE,
+    "sprites2-vae": SpritesVAE,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,7 +213,8 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
     if digest != entry["sha256"]:
         raise CheckpointError(
             f"checkpoint {path} is truncated or changed: its sha256 is {digest[:12]}..., the "
-            f"manifest says {entry['sha256'][:12]}...; {remake}")
+            f"manifest says {entry['sha256'][:12]}...; {remake}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = PRETRAINED[name]()

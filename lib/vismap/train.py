@@ -27,15 +27,29 @@ from . import data, models, train_vae
 from .data import HELDOUT_SEED, TRAIN_SEED
 from .train_vae import TRAINERS, VAE_RECIPES, evaluate_vae, fit_vae, train_sprites_vae
 
-__all__ = ["fit", "accuracy", "top2_both", "shift_images", "mixed_scenes", "fold_batchnorm",
-           "train_shapes_model", "fit_vae",
-           "evaluate_vae", "train_sprites_vae", "main", "RECIPES", "TRAINERS", "TRAIN_SEED",
-           "HELDOUT_SEED"]
+__all__ = [
+    "fit",
+    "accuracy",
+    "top2_both",
+    "shift_images",
+    "mixed_scenes",
+    "fold_batchnorm",
+    "train_shapes_model",
+    "fit_vae",
+    "evaluate_vae",
+    "train_sprites_vae",
+    "main",
+    "RECIPES",
+    "TRAINERS",
+    "TRAIN_SEED",
+    "HELDOUT_SEED",
+]
 
 # name -> how it is trained: training scenes (one-object, two-object), optimiser steps, batch
 # size, peak learning rate, and the largest random sub-pixel shift of the augmentation (px).
-_CLASSIFIER_RECIPE = dict(n_single=12_288, n_pairs=12_288, steps=5_000, batch_size=32, lr=6e-3,
-                          shift=1.0)
+_CLASSIFIER_RECIPE = dict(
+    n_single=12_288, n_pairs=12_288, steps=5_000, batch_size=32, lr=6e-3, shift=1.0
+)
 RECIPES: dict[str, dict] = {
     "shapes-cnn": dict(_CLASSIFIER_RECIPE),
     "shapes-gap": dict(_CLASSIFIER_RECIPE),
@@ -44,8 +58,9 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def shift_images(x: torch.Tensor, dx: torch.Tensor | float, dy: torch.Tensor | float = 0.0
-                 ) -> torch.Tensor:
+def shift_images(
+    x: torch.Tensor, dx: torch.Tensor | float, dy: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Move images ``x (n, C, H, W)`` right by ``dx`` and down by ``dy`` pixels (floats, or
     ``(n,)`` tensors, one shift per image), resampling bilinearly with border padding
     (``F.grid_sample``). A half-pixel shift averages each pixel with its neighbour: the
@@ -60,9 +75,19 @@ def shift_images(x: torch.Tensor, dx: torch.Tensor | float, dy: torch.Tensor | f
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int,
-        batch_size: int = 32, lr: float = 3e-3, seed: int = 0, shift: float = 0.0,
-        progress: bool = True, desc: str = "train") -> list[float]:
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    shift: float = 0.0,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
     """Train ``model`` to classify ``images (n, C, H, W)`` as ``labels``, in place.
 
     ``labels`` are class indices ``(n,)`` or target probabilities ``(n, classes)`` (a two-
@@ -79,13 +104,14 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"images and labels differ in length: {images.shape[0]} images, "
-                         f"{labels.shape[0]} labels")
+        raise ValueError(
+            f"images and labels differ in length: {images.shape[0]} images, "
+            f"{labels.shape[0]} labels"
+        )
     torch.manual_seed(seed)  # weight-independent randomness (dropout)
     batches = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps,
-                                                   pct_start=0.2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps, pct_start=0.2)
     losses = []
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
@@ -107,30 +133,35 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 500) -> float:
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
+) -> float:
     """Fraction of ``images`` whose highest score is their label (model put in eval mode)."""
     model.eval()
-    correct = sum((model(images[k:k + batch_size]).argmax(1) == labels[k:k + batch_size]).sum()
-                  .item() for k in range(0, len(images), batch_size))
+    correct = sum(
+        (model(images[k : k + batch_size]).argmax(1) == labels[k : k + batch_size]).sum().item()
+        for k in range(0, len(images), batch_size)
+    )
     return correct / len(images)
 
 
 @torch.no_grad()
-def top2_both(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-              batch_size: int = 500) -> float:
+def top2_both(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
+) -> float:
     """Fraction of two-object ``images`` whose two highest scores are exactly their two
     classes ``labels (n, 2)`` (in either order): both objects recognised."""
     model.eval()
     hits = 0
     for k in range(0, len(images), batch_size):
-        top = model(images[k:k + batch_size]).topk(2, dim=1).indices.sort(1).values
-        hits += (top == labels[k:k + batch_size].sort(1).values).all(1).sum().item()
+        top = model(images[k : k + batch_size]).topk(2, dim=1).indices.sort(1).values
+        hits += (top == labels[k : k + batch_size].sort(1).values).all(1).sum().item()
     return hits / len(images)
 
 
-def mixed_scenes(n_single: int, n_pairs: int, seed: int = TRAIN_SEED
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def mixed_scenes(
+    n_single: int, n_pairs: int, seed: int = TRAIN_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The classifiers' training set: ``n_single`` one-object and ``n_pairs`` two-object scenes
     (:func:`vismap.data.make_shapes`), with target probabilities ``(n, classes)``: 1 for the
     class of a lone object, 1/2 for each of the two classes of a pair.
@@ -165,13 +196,20 @@ def fold_batchnorm(trained: models.ShapesNet, name: str) -> models.ShapesNet:
         layers = list(trained.get_submodule(part).modules())
         norms = (nn.BatchNorm1d, nn.BatchNorm2d)
         pairs: list[tuple[nn.Conv2d | nn.Linear, nn.BatchNorm1d | nn.BatchNorm2d | None]] = [
-            (m, nxt if isinstance(nxt := (layers[i + 1] if i + 1 < len(layers) else None), norms)
-             else None)
-            for i, m in enumerate(layers) if isinstance(m, weighted)]
+            (
+                m,
+                nxt
+                if isinstance(nxt := (layers[i + 1] if i + 1 < len(layers) else None), norms)
+                else None,
+            )
+            for i, m in enumerate(layers)
+            if isinstance(m, weighted)
+        ]
         targets = [m for m in plain.get_submodule(part).modules() if isinstance(m, weighted)]
         if len(targets) != len(pairs):
-            raise ValueError(f"{name}.{part} has {len(targets)} weighted layers, the trained "
-                             f"model {len(pairs)}")
+            raise ValueError(
+                f"{name}.{part} has {len(targets)} weighted layers, the trained model {len(pairs)}"
+            )
         for target, (layer, bn) in zip(targets, pairs, strict=True):
             weight, bias = layer.weight.clone(), torch.as_tensor(layer.bias).clone()
             if bn is not None:
@@ -184,8 +222,9 @@ def fold_batchnorm(trained: models.ShapesNet, name: str) -> models.ShapesNet:
     return plain.eval()
 
 
-def train_shapes_model(name: str, *, seed: int = 0, progress: bool = True,
-                       **recipe) -> tuple[models.ShapesNet, dict]:
+def train_shapes_model(
+    name: str, *, seed: int = 0, progress: bool = True, **recipe
+) -> tuple[models.ShapesNet, dict]:
     """Train the course model ``name`` from scratch by its recipe (:data:`RECIPES`).
 
     It trains the batch-normalised variant of the architecture on a mix of one- and
@@ -207,29 +246,48 @@ def train_shapes_model(name: str, *, seed: int = 0, progress: bool = True,
     torch.manual_seed(seed)
     net = models.ARCHITECTURES[name](batchnorm=True).to(memory_format=torch.channels_last)
     start, cpu = time.perf_counter(), time.process_time()
-    losses = fit(net, images, targets, steps=recipe["steps"], batch_size=recipe["batch_size"],
-                 lr=recipe["lr"], seed=seed, shift=recipe["shift"], progress=progress,
-                 desc=name)
+    losses = fit(
+        net,
+        images,
+        targets,
+        steps=recipe["steps"],
+        batch_size=recipe["batch_size"],
+        lr=recipe["lr"],
+        seed=seed,
+        shift=recipe["shift"],
+        progress=progress,
+        desc=name,
+    )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     del images, targets
     model = fold_batchnorm(net, name)
     heldout = data.make_shapes(2000, seed=HELDOUT_SEED)
     pairs = data.make_shapes(2000, seed=HELDOUT_SEED, objects=2)
     record = dict(
-        model=name, seed=seed, train_seed=TRAIN_SEED, heldout_seed=HELDOUT_SEED,
-        trained_on=(f"{recipe['n_single']} one-object and {recipe['n_pairs']} two-object "
-                    f"scenes (make_shapes, seed {TRAIN_SEED}); target 1 for a lone object's "
-                    "class, 1/2 for each class of a pair (cross-entropy with soft targets); "
-                    f"each image moved by a random sub-pixel shift in [-{recipe['shift']}, "
-                    f"{recipe['shift']}] px in x and y (bilinear, border padding)"),
+        model=name,
+        seed=seed,
+        train_seed=TRAIN_SEED,
+        heldout_seed=HELDOUT_SEED,
+        trained_on=(
+            f"{recipe['n_single']} one-object and {recipe['n_pairs']} two-object "
+            f"scenes (make_shapes, seed {TRAIN_SEED}); target 1 for a lone object's "
+            "class, 1/2 for each class of a pair (cross-entropy with soft targets); "
+            f"each image moved by a random sub-pixel shift in [-{recipe['shift']}, "
+            f"{recipe['shift']}] px in x and y (bilinear, border padding)"
+        ),
         heldout_images=len(heldout),
         accuracy=round(accuracy(model, heldout.images, heldout.labels), 4),
         pairs_top2=round(top2_both(model, pairs.images, pairs.labels), 4),
-        accuracy_half_pixel_shift=round(accuracy(model, shift_images(heldout.images, 0.5, 0.5),
-                                                 heldout.labels), 4),
+        accuracy_half_pixel_shift=round(
+            accuracy(model, shift_images(heldout.images, 0.5, 0.5), heldout.labels), 4
+        ),
         final_loss=round(sum(losses[-50:]) / len(losses[-50:]), 4),
-        train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1),
-        threads=torch.get_num_threads(), load_average=round(os.getloadavg()[0], 1), **recipe)
+        train_seconds=round(seconds, 1),
+        train_cpu_seconds=round(cpu_seconds, 1),
+        threads=torch.get_num_threads(),
+        load_average=round(os.getloadavg()[0], 1),
+        **recipe,
+    )
     return model, record
 
 
@@ -240,8 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--out", type=Path, default=models.data_dir())
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--snapshots", type=Path, default=None,
-                        help="save the VAE every 1,000 steps into this folder (long runs)")
+    parser.add_argument(
+        "--snapshots",
+        type=Path,
+        default=None,
+        help="save the VAE every 1,000 steps into this folder (long runs)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "MANIFEST.json"
@@ -255,21 +317,30 @@ def main(argv: list[str] | None = None) -> None:
         torch.save(model.state_dict(), path)
         record.update(
             command=f"python -m vismap.train --only {name} --seed {args.seed}",
-            sha256=models.sha256(path), bytes=path.stat().st_size,
-            torch=torch.__version__, machine=f"{platform.machine()}, "
-                                             f"{torch.get_num_threads()} threads")
+            sha256=models.sha256(path),
+            bytes=path.stat().st_size,
+            torch=torch.__version__,
+            machine=f"{platform.machine()}, {torch.get_num_threads()} threads",
+        )
         # Read the manifest just before writing it: another `--only` run may have changed it.
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         manifest.setdefault("files", {})[path.name] = record
-        manifest["about"] = ("Checkpoints of the course's models. Every file is remade by its "
-                             "`command` (or all of them by `make train`); `sha256` is checked by "
-                             "vismap.models.load_pretrained.")
+        manifest["about"] = (
+            "Checkpoints of the course's models. Every file is remade by its "
+            "`command` (or all of them by `make train`); `sha256` is checked by "
+            "vismap.models.load_pretrained."
+        )
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        quality = (f"held-out accuracy {record['accuracy']:.2%}, both classes of a pair in the "
-                   f"top 2 {record['pairs_top2']:.2%}" if "accuracy" in record else
-                   f"best |corr| per factor {record['best_abs_corr']}, MIG {record['mig']}")
-        print(f"{name}: {quality}, trained in {record['train_seconds']} s, "
-              f"{record['bytes'] / 1e6:.2f} MB")
+        quality = (
+            f"held-out accuracy {record['accuracy']:.2%}, both classes of a pair in the "
+            f"top 2 {record['pairs_top2']:.2%}"
+            if "accuracy" in record
+            else f"best |corr| per factor {record['best_abs_corr']}, MIG {record['mig']}"
+        )
+        print(
+            f"{name}: {quality}, trained in {record['train_seconds']} s, "
+            f"{record['bytes'] / 1e6:.2f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -50,31 +50,44 @@ class SpritesVAE(nn.Module):
         self.latents = latents
         c = channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, c, 4, 2, 1), nn.ReLU(),   # 32x32
-            nn.Conv2d(c, c, 4, 2, 1), nn.ReLU(),   # 16x16
-            nn.Conv2d(c, c, 4, 2, 1), nn.ReLU(),   # 8x8
-            nn.Conv2d(c, c, 4, 2, 1), nn.ReLU(),   # 4x4
+            nn.Conv2d(1, c, 4, 2, 1),
+            nn.ReLU(),  # 32x32
+            nn.Conv2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 16x16
+            nn.Conv2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 8x8
+            nn.Conv2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 4x4
             nn.Flatten(),
-            nn.Linear(c * 16, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(c * 16, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, 2 * latents),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latents, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, c * 16), nn.ReLU(),
+            nn.Linear(latents, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, c * 16),
+            nn.ReLU(),
             nn.Unflatten(1, (c, 4, 4)),
-            nn.ConvTranspose2d(c, c, 4, 2, 1), nn.ReLU(),   # 8x8
-            nn.ConvTranspose2d(c, c, 4, 2, 1), nn.ReLU(),   # 16x16
-            nn.ConvTranspose2d(c, c, 4, 2, 1), nn.ReLU(),   # 32x32
-            nn.ConvTranspose2d(c, 1, 4, 2, 1),              # 64x64 logits
+            nn.ConvTranspose2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 8x8
+            nn.ConvTranspose2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 16x16
+            nn.ConvTranspose2d(c, c, 4, 2, 1),
+            nn.ReLU(),  # 32x32
+            nn.ConvTranspose2d(c, 1, 4, 2, 1),  # 64x64 logits
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode: the posterior ``(mu, logvar)`` of ``x (n, 1, 64, 64)``."""
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 64, 64):
-            raise ValueError(f"SpritesVAE expects images of shape (n, 1, 64, 64), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"SpritesVAE expects images of shape (n, 1, 64, 64), got {tuple(x.shape)}"
+            )
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
@@ -98,8 +111,9 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
     return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp())
 
 
-def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                      dataset_size: int) -> torch.Tensor:
+def total_correlation(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int
+) -> torch.Tensor:
     """Minibatch-weighted estimate of TC = KL(q(z) || prod_i q(z_i)) (Chen et al. 2018):
 
     ``log q(z) ~ logsumexp_j log q(z | x_j) - log(N M)``, likewise per dimension; TC is the
@@ -113,9 +127,16 @@ def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return (log_qz - log_prod).mean()
 
 
-def vae_loss(vae: SpritesVAE, x: torch.Tensor, *, beta: float = 4.0, tc: float = 0.0,
-             dataset_size: int = 737_280, capacity: float | None = None,
-             gamma: float = 100.0) -> dict[str, torch.Tensor]:
+def vae_loss(
+    vae: SpritesVAE,
+    x: torch.Tensor,
+    *,
+    beta: float = 4.0,
+    tc: float = 0.0,
+    dataset_size: int = 737_280,
+    capacity: float | None = None,
+    gamma: float = 100.0,
+) -> dict[str, torch.Tensor]:
     """The negative beta-ELBO of a batch (per image, in nats), with an optional TC penalty:
 
     ``loss = BCE(x, decode(z)) + beta * sum_i KL_i + tc * TC``, ``z = mu + sigma * eps``

@@ -135,9 +135,17 @@ def _place_apart(rng: np.random.Generator, r1, r2, max_tries: int = 1000):
     raise RuntimeError("could not place two objects apart")  # pragma: no cover
 
 
-def _paint(rng: np.random.Generator, img: np.ndarray, at: np.ndarray, kinds: np.ndarray,
-           cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, angle: np.ndarray,
-           colour: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _paint(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    at: np.ndarray,
+    kinds: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    radius: np.ndarray,
+    angle: np.ndarray,
+    colour: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Composite anti-aliased, shaded shapes over the images ``img (n, 3, 64, 64)``, in place:
     shape ``k`` (its kind, centre, radius, angle and RGB colour) goes into image ``at[k]``.
 
@@ -202,14 +210,22 @@ def _make_shapes_chunk(rng: np.random.Generator, img: np.ndarray, masks: np.ndar
         kind = rng.integers(0, classes, size=m)
         angle = rng.uniform(0, 2 * np.pi, size=m)
         colour = _bright_colours(rng, m) * rng.uniform(0.6, 1.0, size=(m, 1)).astype(np.float32)
-        _paint(rng, img, present, kind, xy[present, 0], xy[present, 1], r[present], angle,
-               colour)
+        _paint(rng, img, present, kind, xy[present, 0], xy[present, 1], r[present], angle, colour)
     everyone = np.arange(n)
     for j in range(objects):
         angle = rng.uniform(-_ROTATION, _ROTATION, size=(n,))
         colour = _bright_colours(rng, n)
-        i, y, x, a = _paint(rng, img, everyone, labels[:, j], centres[:, j, 0], centres[:, j, 1],
-                            radius[:, j], angle, colour)
+        i, y, x, a = _paint(
+            rng,
+            img,
+            everyone,
+            labels[:, j],
+            centres[:, j, 0],
+            centres[:, j, 1],
+            radius[:, j],
+            angle,
+            colour,
+        )
         masks[i, j, y, x] = a >= 0.5
     np.clip(img, 0.0, 1.0, out=img)
     return labels
@@ -250,8 +266,10 @@ def make_shapes(n: int, seed: int = 0, objects: int = 1) -> Shapes:
         part = slice(start, start + _CHUNK)
         labels[part] = _make_shapes_chunk(np.random.default_rng(child), images[part], masks[part])
     masks_t = torch.from_numpy(masks)
-    return Shapes(images=torch.from_numpy(images),
-                  labels=torch.from_numpy(labels[:, 0] if objects == 1 else labels),
-                  masks=masks_t, boxes=boxes_from_masks(masks_t), seed=int(seed))
-
-
+    return Shapes(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels[:, 0] if objects == 1 else labels),
+        masks=masks_t,
+        boxes=boxes_from_masks(masks_t),
+        seed=int(seed),
+    )

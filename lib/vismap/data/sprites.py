@@ -9,12 +9,22 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._geometry import (SIZE, _check_n_seed, _dsprites_heart, _ellipse, _rasterise,
-                        _square)
+from ._geometry import SIZE, _check_n_seed, _dsprites_heart, _ellipse, _rasterise, _square
 
-__all__ = ["SPRITE_SHAPES", "SPRITE_FACTORS", "SPRITE_GRID", "SPRITE_OBJECTS", "PAIR_LAYOUT",
-           "Sprites", "make_sprites", "sprite_factor_grid", "render_sprites",
-           "sprite_factor_names", "ANOMALIES", "add_anomalies"]
+__all__ = [
+    "SPRITE_SHAPES",
+    "SPRITE_FACTORS",
+    "SPRITE_GRID",
+    "SPRITE_OBJECTS",
+    "PAIR_LAYOUT",
+    "Sprites",
+    "make_sprites",
+    "sprite_factor_grid",
+    "render_sprites",
+    "sprite_factor_names",
+    "ANOMALIES",
+    "add_anomalies",
+]
 
 # --------------------------------------------------------------------------------------------
 # Sprites: the dSprites grid
@@ -89,9 +99,14 @@ def _object_masks(factors: np.ndarray, obj: int) -> np.ndarray:
     from its factor rows ``(n, 5)``, placed by :data:`PAIR_LAYOUT`."""
     (x0, x1), (y0, y1) = PAIR_LAYOUT["x"][obj], PAIR_LAYOUT["y"]
     masks = np.zeros((len(factors), SIZE, SIZE), dtype=bool)
-    i, y, x = _rasterise(_SPRITE_FUNCS, _shape_index(factors), x0 + (x1 - x0) * factors[:, 3],
-                         y0 + (y1 - y0) * factors[:, 4], PAIR_LAYOUT["radius"] * factors[:, 1],
-                         factors[:, 2])
+    i, y, x = _rasterise(
+        _SPRITE_FUNCS,
+        _shape_index(factors),
+        x0 + (x1 - x0) * factors[:, 3],
+        y0 + (y1 - y0) * factors[:, 4],
+        PAIR_LAYOUT["radius"] * factors[:, 1],
+        factors[:, 2],
+    )
     masks[i, y, x] = True
     return masks
 
@@ -110,13 +125,21 @@ def render_sprites(factors) -> torch.Tensor:
         union = _object_masks(f[:, 0], 0) | _object_masks(f[:, 1], 1)
         return torch.from_numpy(union.astype(np.float32)[:, None])
     if f.ndim != 2 or f.shape[1] != 5:
-        raise ValueError(f"factors must have shape (n, 5) (one object) or (n, 2, 5) (two "
-                         f"objects) with columns {SPRITE_FACTORS}, got shape {tuple(f.shape)}")
+        raise ValueError(
+            f"factors must have shape (n, 5) (one object) or (n, 2, 5) (two "
+            f"objects) with columns {SPRITE_FACTORS}, got shape {tuple(f.shape)}"
+        )
     span = SIZE - 1 - 2 * _SPRITE_MARGIN
     kind = _shape_index(f)
     images = np.zeros((len(f), SIZE, SIZE), dtype=np.float32)
-    i, y, x = _rasterise(_SPRITE_FUNCS, kind, _SPRITE_MARGIN + span * f[:, 3],
-                         _SPRITE_MARGIN + span * f[:, 4], _SPRITE_RADIUS * f[:, 1], f[:, 2])
+    i, y, x = _rasterise(
+        _SPRITE_FUNCS,
+        kind,
+        _SPRITE_MARGIN + span * f[:, 3],
+        _SPRITE_MARGIN + span * f[:, 4],
+        _SPRITE_RADIUS * f[:, 1],
+        f[:, 2],
+    )
     images[i, y, x] = 1.0
     return torch.from_numpy(images[:, None])
 
@@ -131,16 +154,22 @@ def sprite_factor_names(objects: int = 1) -> tuple[str, ...]:
 
 
 def _check_objects(objects: int) -> None:
-    if isinstance(objects, bool) or not isinstance(objects, (int, np.integer)) \
-            or objects not in (1, 2):
-        raise ValueError(f"objects must be 1 (dSprites) or 2 (two-object scenes, object A "
-                         f"left and B right), got {objects!r}")
+    if (
+        isinstance(objects, bool)
+        or not isinstance(objects, (int, np.integer))
+        or objects not in (1, 2)
+    ):
+        raise ValueError(
+            f"objects must be 1 (dSprites) or 2 (two-object scenes, object A "
+            f"left and B right), got {objects!r}"
+        )
 
 
 def _grid_rows(index: np.ndarray) -> np.ndarray:
     """Factor values ``(..., 5)`` float32 of grid indices ``(..., 5)``."""
-    return np.stack([SPRITE_GRID[name][index[..., k]] for k, name in
-                     enumerate(SPRITE_FACTORS)], -1).astype(np.float32)
+    return np.stack(
+        [SPRITE_GRID[name][index[..., k]] for k, name in enumerate(SPRITE_FACTORS)], -1
+    ).astype(np.float32)
 
 
 def _make_pairs(n: int, seed: int) -> Sprites:
@@ -162,8 +191,12 @@ def _make_pairs(n: int, seed: int) -> Sprites:
         masks[todo[keep], 0], masks[todo[keep], 1] = a[keep], b[keep]
         todo = todo[touch]
     images = (masks[:, 0] | masks[:, 1]).astype(np.float32)[:, None]
-    return Sprites(images=torch.from_numpy(images), factors=torch.from_numpy(factors),
-                   seed=int(seed), masks=torch.from_numpy(masks))
+    return Sprites(
+        images=torch.from_numpy(images),
+        factors=torch.from_numpy(factors),
+        seed=int(seed),
+        masks=torch.from_numpy(masks),
+    )
 
 
 def make_sprites(n: int, seed: int = 0, objects: int = 1) -> Sprites:
@@ -199,11 +232,13 @@ def make_sprites(n: int, seed: int = 0, objects: int = 1) -> Sprites:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
     flat = rng.choice(total, size=n, replace=False)
     index = np.stack(np.unravel_index(flat, sizes), 1)
-    factors = np.stack([SPRITE_GRID[name][index[:, k]] for k, name in
-                        enumerate(SPRITE_FACTORS)], 1).astype(np.float32)
+    factors = np.stack(
+        [SPRITE_GRID[name][index[:, k]] for k, name in enumerate(SPRITE_FACTORS)], 1
+    ).astype(np.float32)
     images = render_sprites(factors)
-    return Sprites(images=images, factors=torch.from_numpy(factors), seed=int(seed),
-                   masks=images > 0)
+    return Sprites(
+        images=images, factors=torch.from_numpy(factors), seed=int(seed), masks=images > 0
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,8 +249,9 @@ ANOMALIES: tuple[str, ...] = ("blob", "scratch")
 _ANOMALY_GAP = 3  # pixels kept free between an anomaly and the sprite
 
 
-def add_anomalies(images: torch.Tensor, seed: int = 0,
-                  kind: str = "blob") -> tuple[torch.Tensor, torch.Tensor]:
+def add_anomalies(
+    images: torch.Tensor, seed: int = 0, kind: str = "blob"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paint one anomaly into each binary image ``(n, 1, H, W)``, away from what is there.
 
     ``"blob"``: a filled disk of radius 2.5-4 px; ``"scratch"``: a straight stroke about 2 px
