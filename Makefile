@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: lab test test-fast lint test-browser train figures bench exercises slides book clean-env help
 
 help:
-	@echo "make lab      - create .venv if needed and open JupyterLab on notebooks/"
+	@echo "make lab      - create .venv if needed and open JupyterLab (repository root) on notebooks/00"
 	@echo "make test     - library tests + every notebook under nbval"
 	@echo "make test-fast - library tests without the notebooks and slow tests (under a minute)"
 	@echo "make lint     - ruff (lint + format check) and mypy on lib/"
@@ -15,7 +15,7 @@ help:
 	@echo "make figures  - remake the README's figures in docs/"
 	@echo "make bench    - time the explanation methods against their limits, captum and pytorch-grad-cam"
 	@echo "make exercises - student versions of the notebooks in build/exercises/ (nbgrader)"
-	@echo "make slides   - the group-meeting talk as build/talk.slides.html (opens offline)"
+	@echo "make slides   - the talk in English and Chinese: build/talk.slides.html, build/talk_zh.slides.html (offline)"
 	@echo "make book     - the course as a book: build/book/index.html, every chapter executed (offline)"
 	@echo "make test-browser - run notebooks in JupyterLab in a real (headless) Chromium"
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env
