@@ -17,7 +17,7 @@ help:
 	@echo "make exercises - student versions of the notebooks in build/exercises/ (nbgrader)"
 	@echo "make slides   - the talk in English and Chinese: build/talk.slides.html, build/talk_zh.slides.html (offline)"
 	@echo "make book     - the course as a book: build/book/index.html, every chapter executed (offline)"
-	@echo "make test-browser - run notebooks in JupyterLab in a real (headless) Chromium"
+	@echo "make test-browser - notebooks in JupyterLab, both talk decks and the book (if built) in headless Chromium"
 
 # (Re)install when .venv is missing or pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -60,6 +60,7 @@ book: $(STAMP)
 
 test-browser: $(STAMP)
 	$(BIN)/python scripts/browser_test.py
+	test ! -f build/book/index.html || $(BIN)/python scripts/browser_test_book.py
 
 clean-env:
 	rm -rf $(VENV)
