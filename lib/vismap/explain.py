@@ -765,9 +765,9 @@ def class_model(model: nn.Module, target: Target, *, shape: tuple[int, ...] = (3
     *Understanding Neural Networks Through Deep Visualization*), the image is shifted by a random
     ``jitter`` of up to that many pixels before each step and blurred (``blur_sigma`` pixels)
     every ``blur_every`` steps (0: never): high-frequency patterns that only one alignment
-    rewards do not survive. With the defaults, shapes-cnn and shapes-gap score every class's
-    image as that class with softmax probability above 0.9 (a test); on shapes-allconv the
-    ascent for class 0 ended in class 3, so check the model's score of the result.
+    rewards do not survive. The result is not always scored as the class: with the default
+    settings and the retrained checkpoints, shapes-cnn's image for class 0 is scored as class 4
+    (p = 0.86); check the model's score of the result.
 
     Args:
         target: the class (an int) or a callable score of the model's output.
