@@ -32,8 +32,10 @@ def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (n, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"x must be a batch of images of shape (n, C, H, W), got shape "
-                         f"{tuple(x.shape)}; for one image use x[None]")
+        raise ValueError(
+            f"x must be a batch of images of shape (n, C, H, W), got shape "
+            f"{tuple(x.shape)}; for one image use x[None]"
+        )
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch (n = 0); give at least one image")
     if not x.is_floating_point():
@@ -41,25 +43,28 @@ def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = (~finite).flatten(1).any(1).nonzero()[:, 0].tolist()
-        raise ValueError(f"x has {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} "
-                         f"infinite values, in image(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
-                         f"; every map of such an input would be NaN: give finite pixel values "
-                         f"(e.g. torch.nan_to_num(x))")
+        raise ValueError(
+            f"x has {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} "
+            f"infinite values, in image(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
+            f"; every map of such an input would be NaN: give finite pixel values "
+            f"(e.g. torch.nan_to_num(x))"
+        )
     if model is not None:
         first = first_conv(model)
         if first is not None and first[1].in_channels not in (0, x.shape[1]):
             name, conv = first
-            raise ValueError(f"the model expects images with {conv.in_channels} channel(s) (its "
-                             f"first convolution {name!r} is {conv}), but x has {x.shape[1]}: "
-                             f"shape {tuple(x.shape)}")
+            raise ValueError(
+                f"the model expects images with {conv.in_channels} channel(s) (its "
+                f"first convolution {name!r} is {conv}), but x has {x.shape[1]}: "
+                f"shape {tuple(x.shape)}"
+            )
     return x
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     """``(name, module)`` of the first ``nn.Conv2d`` of ``model`` (in definition order), the
     layer that fixes how many channels an input must have; None if it has no convolution."""
-    return next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)),
-                None)
+    return next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
 def check_count(value: object, what: str, minimum: int = 1) -> int:
@@ -71,8 +76,12 @@ def check_count(value: object, what: str, minimum: int = 1) -> int:
 
 def check_nonnegative(value: object, what: str) -> float:
     """``value`` must be a finite real number ``>= 0`` (a noise level, a radius, ...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
-            or value == float("inf"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value >= 0
+        or value == float("inf")
+    ):
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -107,14 +116,17 @@ def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
     names = {module: name for name, module in model.named_modules() if name}
     if isinstance(layer, nn.Module):
         if layer not in names:
-            raise ValueError(f"layer {type(layer).__name__} is not a module of this model; "
-                             f"pass one of its modules or a name: {_listing(names.values())}")
+            raise ValueError(
+                f"layer {type(layer).__name__} is not a module of this model; "
+                f"pass one of its modules or a name: {_listing(names.values())}"
+            )
         return names[layer], layer
     if isinstance(layer, str):
         modules = dict(model.named_modules())
         if layer not in modules or layer == "":
-            raise ValueError(f"unknown layer {layer!r}; valid layer names: "
-                             f"{_listing(names.values())}")
+            raise ValueError(
+                f"unknown layer {layer!r}; valid layer names: {_listing(names.values())}"
+            )
         return layer, modules[layer]
     raise TypeError(f"layer must be a module or a dotted name, got {type(layer).__name__}")
 
@@ -136,32 +148,42 @@ def target_scores(output: torch.Tensor, target: Target) -> torch.Tensor:
         scores = target(output)
         if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
-            raise ValueError(f"a callable target must return one score per sample, shape "
-                             f"({n},); it returned {shape}")
+            raise ValueError(
+                f"a callable target must return one score per sample, shape "
+                f"({n},); it returned {shape}"
+            )
         return scores
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"a class target needs a model output of shape (n, classes), got "
-                         f"{shape}; use a callable target for other outputs")
+        raise ValueError(
+            f"a class target needs a model output of shape (n, classes), got "
+            f"{shape}; use a callable target for other outputs"
+        )
     index = target_classes(target, output.shape[0], output.shape[1], output.device)
     return output.gather(1, index[:, None])[:, 0]
 
 
-def target_classes(target: Target, n: int, classes: int,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def target_classes(
+    target: Target, n: int, classes: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A class target as one class index per sample, ``(n,)`` int64, checked against the
     number of ``classes``."""
     index = torch.as_tensor(target, device=device)
     if index.is_floating_point() or index.dim() > 1:
-        raise ValueError(f"target must be an int, one int per sample, or a callable; got "
-                         f"{target!r}")
+        raise ValueError(
+            f"target must be an int, one int per sample, or a callable; got {target!r}"
+        )
     index = index.expand(n) if index.dim() == 0 else index
     if index.shape != (n,):
-        raise ValueError(f"target has {index.shape[0]} classes for a batch of {n} images; give "
-                         f"one int, or one per image")
+        raise ValueError(
+            f"target has {index.shape[0]} classes for a batch of {n} images; give "
+            f"one int, or one per image"
+        )
     if ((index < 0) | (index >= classes)).any():
-        raise ValueError(f"target {index.tolist()} out of range: the model has {classes} "
-                         f"classes, 0 .. {classes - 1}")
+        raise ValueError(
+            f"target {index.tolist()} out of range: the model has {classes} "
+            f"classes, 0 .. {classes - 1}"
+        )
     return index.long()
 
 
@@ -203,8 +225,10 @@ def capture(model: nn.Module, layer: Layer, handles: list) -> dict:
     def hook(_module, _inputs, output):
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
-            raise ValueError(f"layer {name!r} must output feature maps (n, K, h, w); its "
-                             f"output is {shape}; choose a convolutional layer")
+            raise ValueError(
+                f"layer {name!r} must output feature maps (n, K, h, w); its "
+                f"output is {shape}; choose a convolutional layer"
+            )
         record["activation"] = output.detach().requires_grad_(True)
         return record["activation"].clone()
 
@@ -257,8 +281,10 @@ def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
         raise ValueError(f"unknown ReLU rule {rule!r}; valid rules: {', '.join(RULES)}")
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
-        raise ValueError(f"the {rule!r} rule needs nn.ReLU modules, and this model has none "
-                         f"(a functional F.relu cannot be hooked); build it with nn.ReLU")
+        raise ValueError(
+            f"the {rule!r} rule needs nn.ReLU modules, and this model has none "
+            f"(a functional F.relu cannot be hooked); build it with nn.ReLU"
+        )
     pending: list = []
 
     def before(_module, inputs):

@@ -38,9 +38,18 @@ from ._core import explaining
 from .data import HELDOUT_SEED  # images never used for training
 from .models import load_pretrained
 
-__all__ = ["explorer", "latent_explorer", "render_explorer", "render_latents",
-           "classifier_methods", "conv_layers", "cam_layer", "shown_map", "Explorer",
-           "LatentExplorer"]
+__all__ = [
+    "explorer",
+    "latent_explorer",
+    "render_explorer",
+    "render_latents",
+    "classifier_methods",
+    "conv_layers",
+    "cam_layer",
+    "shown_map",
+    "Explorer",
+    "LatentExplorer",
+]
 
 SIZE = 64  # the side of Shapes and Sprites images
 ALPHA = 0.6  # opacity of a map laid over its image
@@ -66,8 +75,9 @@ def _one_image(image, channels: int) -> torch.Tensor:
             hint = "; the channels come first: use image.permute(2, 0, 1)"
         elif x.dim() == 4 and tuple(x.shape[1:]) == want:
             hint = "; one image at a time: pass images[i]"
-        raise ValueError(f"expected an image of shape {want} or {(1, *want)}, got "
-                         f"{_shape(image)}{hint}")
+        raise ValueError(
+            f"expected an image of shape {want} or {(1, *want)}, got {_shape(image)}{hint}"
+        )
     if not x.is_floating_point():
         raise ValueError(f"expected a floating-point image with values in [0, 1], got {x.dtype}")
     return x.detach().float()
@@ -80,8 +90,10 @@ def _image_batch(images) -> torch.Tensor:
     if tuple(x.shape) == want:
         x = x[None]
     if x.dim() != 4 or tuple(x.shape[1:]) != want or len(x) == 0:
-        raise ValueError(f"expected images of shape (n, 3, {SIZE}, {SIZE}) or one image "
-                         f"{want}, got {_shape(images)}")
+        raise ValueError(
+            f"expected images of shape (n, 3, {SIZE}, {SIZE}) or one image "
+            f"{want}, got {_shape(images)}"
+        )
     if not x.is_floating_point():
         raise ValueError(f"expected floating-point images with values in [0, 1], got {x.dtype}")
     return x.detach().float()
@@ -91,16 +103,22 @@ def _class_index(target, classes: Sequence[str]) -> int:
     """A class given by name or index, as an index into ``classes``."""
     if isinstance(target, str):
         if target not in classes:
-            raise ValueError(f"unknown target class {target!r}; valid classes: "
-                             f"{', '.join(classes)}")
+            raise ValueError(
+                f"unknown target class {target!r}; valid classes: {', '.join(classes)}"
+            )
         return list(classes).index(target)
     if isinstance(target, torch.Tensor) and target.numel() == 1:
         target = target.item()
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
-            and 0 <= target < len(classes):
+    if (
+        isinstance(target, (int, np.integer))
+        and not isinstance(target, bool)
+        and 0 <= target < len(classes)
+    ):
         return int(target)
-    raise ValueError(f"target must be a class name or an index 0 .. {len(classes) - 1} "
-                     f"({', '.join(classes)}), got {target!r}")
+    raise ValueError(
+        f"target must be a class name or an index 0 .. {len(classes) - 1} "
+        f"({', '.join(classes)}), got {target!r}"
+    )
 
 
 def classifier_methods() -> list[str]:
@@ -118,8 +136,10 @@ def conv_layers(model: nn.Module) -> list[str]:
 def _check_layer(model: nn.Module, layer: str) -> None:
     names = dict(model.named_modules())
     if not isinstance(layer, str) or layer not in names or layer == "":
-        raise ValueError(f"unknown layer {layer!r}; the convolutional layers of this model: "
-                         f"{', '.join(conv_layers(model))}")
+        raise ValueError(
+            f"unknown layer {layer!r}; the convolutional layers of this model: "
+            f"{', '.join(conv_layers(model))}"
+        )
 
 
 def cam_layer(model: nn.Module, channels: int = 3) -> str | None:
@@ -167,9 +187,17 @@ def _rgb(x: torch.Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def render_explorer(model: nn.Module, image, target, method: str, layer: str | None = None,
-                    ax=None, *, caption: str | None = None,
-                    classes: Sequence[str] = data.SHAPE_CLASSES) -> dict:
+def render_explorer(
+    model: nn.Module,
+    image,
+    target,
+    method: str,
+    layer: str | None = None,
+    ax=None,
+    *,
+    caption: str | None = None,
+    classes: Sequence[str] = data.SHAPE_CLASSES,
+) -> dict:
     """The explorer's figure for one choice of its controls.
 
     Runs the registry's method (:func:`vismap.explain.get_method`, with its default options
@@ -198,9 +226,11 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     x = _one_image(image, 3)
     entry = explain.get_method(method)
     if "VAE" in entry.needs:
-        raise ValueError(f"method {entry.name!r} explains a VAE's latent factors; the explorer "
-                         f"explains a classifier: use latent_explorer, or one of "
-                         f"{', '.join(classifier_methods())}")
+        raise ValueError(
+            f"method {entry.name!r} explains a VAE's latent factors; the explorer "
+            f"explains a classifier: use latent_explorer, or one of "
+            f"{', '.join(classifier_methods())}"
+        )
     target = _class_index(target, classes)
     if entry.layered:
         if layer is None:  # for CAM, where it holds; else (or if it holds nowhere) the last conv
@@ -211,8 +241,10 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     with explaining(model), torch.no_grad():
         logits = model(x)
     if logits.shape != (1, len(classes)):
-        raise ValueError(f"the model returns {tuple(logits.shape)} for one image; the explorer "
-                         f"needs one score per class, (1, {len(classes)})")
+        raise ValueError(
+            f"the model returns {tuple(logits.shape)} for one image; the explorer "
+            f"needs one score per class, (1, {len(classes)})"
+        )
     score = float(logits[0, target])
     probability = float(logits.softmax(1)[0, target])
     predicted = int(logits.argmax(1))
@@ -223,16 +255,21 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     shown = shown_map(maps)
     colours = _colours(shown)
     where = f" at {layer}" if layer else ""
-    title = (f"{entry.title}{where} for '{classes[target]}'\n"
-             f"score y = {score:.2f}, p = {probability:.1%}")
+    title = (
+        f"{entry.title}{where} for '{classes[target]}'\n"
+        f"score y = {score:.2f}, p = {probability:.1%}"
+    )
 
     if ax is None:
         fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.7), layout="constrained")
         axes[0].imshow(_rgb(x))
         axes[0].set_title(f"{caption or 'image'}\npredicted: {classes[predicted]}")
         im = axes[1].imshow(shown, **colours)
-        what = "$\\max_c |M_c|$ over colours" if maps.shape[1] > 1 else (
-            "signed: red for, blue against" if shown.min() < 0 else "$M$")
+        what = (
+            "$\\max_c |M_c|$ over colours"
+            if maps.shape[1] > 1
+            else ("signed: red for, blue against" if shown.min() < 0 else "$M$")
+        )
         axes[1].set_title(f"the map{' (zero everywhere)' if not shown.any() else ''}\n{what}")
         fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04, label="map value")
         overlay = axes[2]
@@ -243,9 +280,19 @@ def render_explorer(model: nn.Module, image, target, method: str, layer: str | N
     overlay.set_title(title)
     for a in axes:
         a.set(xticks=[], yticks=[])
-    return dict(figure=fig, axes=list(axes), map=maps, shown=shown, score=score,
-                probability=probability, predicted=predicted, target=target, method=entry.name,
-                layer=layer, title=title)
+    return dict(
+        figure=fig,
+        axes=list(axes),
+        map=maps,
+        shown=shown,
+        score=score,
+        probability=probability,
+        predicted=predicted,
+        target=target,
+        method=entry.name,
+        layer=layer,
+        title=title,
+    )
 
 
 class _Panel(widgets.VBox):
@@ -278,37 +325,58 @@ class Explorer(_Panel):
     the image changes, the target becomes its class: the first object's in a two-object
     scene, the predicted one for unlabelled images)."""
 
-    def __init__(self, choices: dict[str, nn.Module], images: torch.Tensor,
-                 labels: torch.Tensor | None, classes: Sequence[str] = data.SHAPE_CLASSES):
+    def __init__(
+        self,
+        choices: dict[str, nn.Module],
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        classes: Sequence[str] = data.SHAPE_CLASSES,
+    ):
         self.models, self.classes = choices, tuple(classes)
         self.result, self.error, self._hold, self._cam_layers = None, None, True, {}
-        self.scenes = [(img, f"image {i}" + (f": {self._names(labels[i])}"
-                                             if labels is not None else ""),
-                        self._first(labels[i]) if labels is not None else None)
-                       for i, img in enumerate(images)]
+        self.scenes = [
+            (
+                img,
+                f"image {i}" + (f": {self._names(labels[i])}" if labels is not None else ""),
+                self._first(labels[i]) if labels is not None else None,
+            )
+            for i, img in enumerate(images)
+        ]
         self._seeds = np.random.default_rng()
         style = dict(description_width="initial")
         first = self.models[next(iter(self.models))]
         c = self.controls = dict(
-            image=widgets.IntSlider(0, 0, len(self.scenes) - 1, description="image",
-                                    continuous_update=False),
-            scene=widgets.Button(description="new scene", icon="random",
-                                 tooltip="draw a random Shapes scene with a new seed"),
+            image=widgets.IntSlider(
+                0, 0, len(self.scenes) - 1, description="image", continuous_update=False
+            ),
+            scene=widgets.Button(
+                description="new scene",
+                icon="random",
+                tooltip="draw a random Shapes scene with a new seed",
+            ),
             two_objects=widgets.Checkbox(False, description="two objects", indent=False),
             model=widgets.Dropdown(options=list(self.models), description="model"),
-            target=widgets.Dropdown(options=[(n, i) for i, n in enumerate(self.classes)],
-                                    description="target", style=style),
-            method=widgets.Dropdown(options=self._methods(first), value="gradcam",
-                                    description="method"),
+            target=widgets.Dropdown(
+                options=[(n, i) for i, n in enumerate(self.classes)],
+                description="target",
+                style=style,
+            ),
+            method=widgets.Dropdown(
+                options=self._methods(first), value="gradcam", description="method"
+            ),
             layer=widgets.Dropdown(options=self._layers(first), description="layer"),
         )
         c["layer"].value = conv_layers(first)[-1]
         c["target"].value = self._class_of(0)
         c["model"].layout.display = None if len(self.models) > 1 else "none"
         self.output = widgets.Output()
-        super().__init__([widgets.HBox([c["image"], c["scene"], c["two_objects"]]),
-                          widgets.HBox([c["model"], c["target"], c["method"], c["layer"]]),
-                          self.output])
+        super().__init__(
+            [
+                widgets.HBox([c["image"], c["scene"], c["two_objects"]]),
+                widgets.HBox([c["model"], c["target"], c["method"], c["layer"]]),
+                self.output,
+            ]
+        )
         self.add_class("vismap-explorer")  # CSS names: a browser test finds the controls
         for name, control in c.items():
             control.add_class(f"vismap-{name}")
@@ -336,8 +404,11 @@ class Explorer(_Panel):
 
     def _methods(self, model: nn.Module) -> list[tuple[str, str]]:
         """``(title, name)`` of the methods offered for ``model``."""
-        return [(explain.METHODS[m].title, m) for m in classifier_methods()
-                if m != "cam" or self._cam_layer(model) is not None]
+        return [
+            (explain.METHODS[m].title, m)
+            for m in classifier_methods()
+            if m != "cam" or self._cam_layer(model) is not None
+        ]
 
     def _cam_layer(self, model: nn.Module) -> str | None:
         if id(model) not in self._cam_layers:  # found once per model: a few forwards
@@ -379,8 +450,13 @@ class Explorer(_Panel):
         seed = int(self._seeds.integers(2, 2**31))  # seed 1 made the training images
         objects = 2 if self.controls["two_objects"].value else 1
         scene = data.make_shapes(1, seed=seed, objects=objects)
-        self.scenes.append((scene.images[0], f"new scene, seed {seed}: "
-                            f"{self._names(scene.labels[0])}", self._first(scene.labels[0])))
+        self.scenes.append(
+            (
+                scene.images[0],
+                f"new scene, seed {seed}: {self._names(scene.labels[0])}",
+                self._first(scene.labels[0]),
+            )
+        )
         self.controls["image"].max = len(self.scenes) - 1
         self.controls["image"].value = len(self.scenes) - 1  # -> update
 
@@ -389,18 +465,30 @@ class Explorer(_Panel):
         c = self.controls
         image, caption, _ = self.scenes[c["image"].value]
         method = c["method"].value
-        self._show(lambda: render_explorer(
-            self.models[c["model"].value], image, c["target"].value, method,
-            c["layer"].value if explain.METHODS[method].layered else None, caption=caption,
-            classes=self.classes))
+        self._show(
+            lambda: render_explorer(
+                self.models[c["model"].value],
+                image,
+                c["target"].value,
+                method,
+                c["layer"].value if explain.METHODS[method].layered else None,
+                caption=caption,
+                classes=self.classes,
+            )
+        )
 
 
 def _load(model: nn.Module | str) -> nn.Module:
     return load_pretrained(model) if isinstance(model, str) else model
 
 
-def explorer(model: nn.Module | str | None = None, images=None, labels=None, *,
-             models: dict | Sequence[str] | None = None) -> Explorer:
+def explorer(
+    model: nn.Module | str | None = None,
+    images=None,
+    labels=None,
+    *,
+    models: dict | Sequence[str] | None = None,
+) -> Explorer:
     """An interactive explorer of the explanation methods on Shapes images.
 
     The reader picks an image (the slider) or draws a new random scene (one object, or two:
@@ -441,8 +529,10 @@ def explorer(model: nn.Module | str | None = None, images=None, labels=None, *,
         if labels.dim() == 0:
             labels = labels[None]
         if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels; give one label "
-                             f"(or one pair) per image")
+            raise ValueError(
+                f"{len(images)} images but {len(labels)} labels; give one label "
+                f"(or one pair) per image"
+            )
     for name, m in models.items():
         if not conv_layers(m):
             raise ValueError(f"model {name!r} has no nn.Conv2d layer to explain")
@@ -456,21 +546,26 @@ def explorer(model: nn.Module | str | None = None, images=None, labels=None, *,
 
 def _latent_vector(z, latents: int) -> torch.Tensor:
     """``z`` as a ``(1, latents)`` float tensor."""
-    v = torch.as_tensor(z if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float32),
-                        dtype=torch.float32).detach()
+    v = torch.as_tensor(
+        z if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float32), dtype=torch.float32
+    ).detach()
     if v.numel() != latents or v.dim() > 2:
-        raise ValueError(f"z needs {latents} values, shape ({latents},) or (1, {latents}), "
-                         f"got {_shape(z)}")
+        raise ValueError(
+            f"z needs {latents} values, shape ({latents},) or (1, {latents}), got {_shape(z)}"
+        )
     return v.reshape(1, latents)
 
 
 def _dims(dim, latents: int) -> int | list[int]:
     """A latent dimension, or a list of them (a joint map), checked against ``latents``."""
     dims = [dim] if isinstance(dim, (int, np.integer)) else list(dim)
-    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                           and 0 <= d < latents for d in dims):
-        raise ValueError(f"dim must be a latent dimension 0 .. {latents - 1}, or a list of "
-                         f"them, got {dim!r}")
+    if not dims or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and 0 <= d < latents
+        for d in dims
+    ):
+        raise ValueError(
+            f"dim must be a latent dimension 0 .. {latents - 1}, or a list of them, got {dim!r}"
+        )
     return int(dims[0]) if isinstance(dim, (int, np.integer)) else [int(d) for d in dims]
 
 
@@ -508,8 +603,9 @@ def render_latents(vae: nn.Module, z, image, dim, ax=None, **factor_options) -> 
     shown = shown_map(maps)
     ds = [dims] if isinstance(dims, int) else dims
     label = "z_{" + ",".join(map(str, ds)) + "}"
-    stats = "; ".join(f"$\\mu_{{{d}}}$ = {mu[0, d]:.2f}, KL$_{{{d}}}$ = {kl[0, d]:.2f}"
-                      for d in ds[:2]) + ("; ..." if len(ds) > 2 else "")
+    stats = "; ".join(
+        f"$\\mu_{{{d}}}$ = {mu[0, d]:.2f}, KL$_{{{d}}}$ = {kl[0, d]:.2f}" for d in ds[:2]
+    ) + ("; ..." if len(ds) > 2 else "")
 
     if ax is None:
         fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.8), layout="constrained")
@@ -525,8 +621,16 @@ def render_latents(vae: nn.Module, z, image, dim, ax=None, **factor_options) -> 
     axes[1].set_title(f"decoded: sigmoid(decode(z))\n${label}$ = {shown_z}", fontsize=10)
     for a in axes:
         a.set(xticks=[], yticks=[])
-    return dict(figure=fig, axes=list(axes), sprite=sprite.numpy(), map=maps, shown=shown,
-                mu=mu[0], kl=kl[0], dim=dims)
+    return dict(
+        figure=fig,
+        axes=list(axes),
+        sprite=sprite.numpy(),
+        map=maps,
+        shown=shown,
+        mu=mu[0],
+        kl=kl[0],
+        dim=dims,
+    )
 
 
 class LatentExplorer(_Panel):
@@ -538,22 +642,41 @@ class LatentExplorer(_Panel):
         self.vae, self.image = vae, image
         self.result, self.error, self._hold = None, None, True
         latents = int(vae.latents)
-        self.sliders = [widgets.FloatSlider(0.0, min=-limit, max=limit, step=0.05,
-                                            description=f"z{d}", continuous_update=False,
-                                            readout_format=".2f") for d in range(latents)]
+        self.sliders = [
+            widgets.FloatSlider(
+                0.0,
+                min=-limit,
+                max=limit,
+                step=0.05,
+                description=f"z{d}",
+                continuous_update=False,
+                readout_format=".2f",
+            )
+            for d in range(latents)
+        ]
         self.controls = dict(
-            dim=widgets.Dropdown(options=[(f"z{d}", d) for d in range(latents)],
-                                 description="factor map of",
-                                 style=dict(description_width="initial")),
-            encode=widgets.Button(description="encode x", icon="undo",
-                                  tooltip="set the sliders to the encoder's mean mu(x)"),
+            dim=widgets.Dropdown(
+                options=[(f"z{d}", d) for d in range(latents)],
+                description="factor map of",
+                style=dict(description_width="initial"),
+            ),
+            encode=widgets.Button(
+                description="encode x",
+                icon="undo",
+                tooltip="set the sliders to the encoder's mean mu(x)",
+            ),
         )
         half = (latents + 1) // 2
         self.output = widgets.Output()
-        super().__init__([widgets.HBox([widgets.VBox(self.sliders[:half]),
-                                        widgets.VBox(self.sliders[half:])]),
-                          widgets.HBox([self.controls["dim"], self.controls["encode"]]),
-                          self.output])
+        super().__init__(
+            [
+                widgets.HBox(
+                    [widgets.VBox(self.sliders[:half]), widgets.VBox(self.sliders[half:])]
+                ),
+                widgets.HBox([self.controls["dim"], self.controls["encode"]]),
+                self.output,
+            ]
+        )
         self.add_class("vismap-latent-explorer")  # CSS names: a browser test finds the controls
         for d, slider in enumerate(self.sliders):
             slider.add_class(f"vismap-z{d}")
@@ -604,8 +727,10 @@ def latent_explorer(vae: nn.Module | str, image=None) -> LatentExplorer:
     """
     vae = _load(vae)
     if not hasattr(vae, "latents") or not hasattr(vae, "decode"):
-        raise ValueError(f"latent_explorer needs a VAE with `latents` and `decode(z)` (like "
-                         f"vismap.vae.SpritesVAE), got {type(vae).__name__}")
+        raise ValueError(
+            f"latent_explorer needs a VAE with `latents` and `decode(z)` (like "
+            f"vismap.vae.SpritesVAE), got {type(vae).__name__}"
+        )
     if image is None:
         image = data.make_sprites(1, seed=0).images[0]
     return LatentExplorer(vae, _one_image(image, 1)[0])
