@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab (repository root) on notebooks/00"
-	@echo "make test     - library tests + every notebook under nbval"
+	@echo "make test     - lint (ruff + mypy on lib/), library tests, every notebook under nbval"
 	@echo "make test-fast - library tests without the notebooks and slow tests (under a minute)"
 	@echo "make lint     - ruff (lint + format check) and mypy on lib/"
 	@echo "make train    - retrain every checkpoint in data/ and rewrite data/MANIFEST.json"
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env
 
 test-fast: $(STAMP)

@@ -191,6 +191,9 @@ def test_zeiler_fergus_position_and_names(shapes):
         E.zeiler_fergus(model, shapes.images[:2], 9, 3, position=(8, 0))
     with pytest.raises(ValueError, match="direct member"):
         E.zeiler_fergus(model, shapes.images[:2], "classifier.1", 0)
+    same = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding="same"), torch.nn.ReLU())
+    with pytest.raises(ValueError, match="needs numeric padding to transpose layer 0"):
+        E.zeiler_fergus(same, shapes.images[:2], 1, 0)
 
 
 # ------------------------------------------------------------------ reliability

@@ -302,6 +302,8 @@ def test_render_latents_bad_input(vae, sprite):
         W.render_latents(vae, z, sprite, 10)
     with pytest.raises(ValueError, match="dim must be"):
         W.render_latents(vae, z, sprite, [])
+    with pytest.raises(ValueError, match="need an int attribute `latents` and a method `decode"):
+        W.render_latents(vm.models.load_pretrained("shapes-cnn"), z, sprite, 0)
 
 
 def test_latent_explorer_sliders_and_dropdown(vae, sprite):

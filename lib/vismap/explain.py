@@ -251,6 +251,11 @@ def zeiler_fergus(
             a, switches[i] = F.max_pool2d(
                 a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True
             )
+        elif isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
+            raise ValueError(
+                f"zeiler_fergus needs numeric padding to transpose layer {i}; it has "
+                f"padding={m.padding!r} (give the padding as an int or a pair)"
+            )
         elif isinstance(m, (nn.Conv2d, nn.ReLU)):
             a = m(a.clone() if isinstance(m, nn.ReLU) and m.inplace else a)
         else:
@@ -289,6 +294,7 @@ def zeiler_fergus(
         elif isinstance(m, nn.MaxPool2d):
             signal = _unpool(signal, switches[i], sizes[i])  # unpooling through the switches
         else:  # the same filters, transposed
+            assert isinstance(m, nn.Conv2d) and not isinstance(m.padding, str)  # checked above
             signal = F.conv_transpose2d(
                 signal,
                 m.weight,
@@ -302,14 +308,14 @@ def zeiler_fergus(
     return signal
 
 
-def _output_padding(conv: nn.Conv2d, signal: torch.Tensor, size: torch.Size) -> tuple:
+def _output_padding(conv: nn.Conv2d, signal: torch.Tensor, size: torch.Size) -> tuple[int, ...]:
     """The rows and columns a strided convolution dropped, which its transpose must add back to
     reach the input's ``size``: ``size - ((n - 1) s - 2 p + d (k - 1) + 1)`` per dimension."""
     return tuple(
         size[-2 + j]
         - (
             (signal.shape[-2 + j] - 1) * conv.stride[j]
-            - 2 * conv.padding[j]
+            - 2 * int(conv.padding[j])  # numeric: checked by zeiler_fergus
             + conv.dilation[j] * (conv.kernel_size[j] - 1)
             + 1
         )
@@ -326,7 +332,7 @@ def _pair(v, what: str) -> tuple[int, int]:
     pair = (v, v) if isinstance(v, int) else tuple(v)
     if len(pair) != 2 or not all(isinstance(p, int) and p > 0 for p in pair):
         raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def occlusion(
@@ -398,8 +404,8 @@ def occlusion(
                 out = model(batch)
                 scores = target_scores(out, per_target(len(m))).view(len(m), n)
                 drops.append(base - scores)
-    drops = torch.cat(drops)  # (P, n)
-    total = torch.einsum("pn,phw->nhw", drops, masks)
+    drop = torch.cat(drops)  # (P, n)
+    total = torch.einsum("pn,phw->nhw", drop, masks)
     return (total / masks.sum(0))[:, None]  # every pixel is covered by at least one window
 
 
@@ -691,10 +697,10 @@ def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, to
         )
     if rule == "riemann_trapezoid" and steps < 2:
         raise ValueError("the trapezoid rule needs steps >= 2")
-    weights = torch.full((steps,), 1 / steps, dtype=torch.float64)
+    uniform = torch.full((steps,), 1 / steps, dtype=torch.float64)
     if rule == "riemann_trapezoid":
-        weights[[0, -1]] /= 2
-    return riemann[rule](), weights
+        uniform[[0, -1]] /= 2
+    return riemann[rule](), uniform
 
 
 def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

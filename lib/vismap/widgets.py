@@ -299,6 +299,10 @@ class _Panel(widgets.VBox):
     """A column of controls above an ``Output`` that shows the latest figure (or the error
     message of a bad choice). ``result`` is the latest render's dict; ``error`` its message."""
 
+    result: dict | None
+    error: str | None
+    output: widgets.Output
+
     def _show(self, render: Callable[[], dict]) -> None:
         self.error = None
         try:
@@ -313,7 +317,7 @@ class _Panel(widgets.VBox):
             self.output.clear_output(wait=True)
             if self.error is not None:
                 print(f"ValueError: {self.error}")
-            else:
+            elif self.result is not None:
                 display(self.result["figure"])
                 plt.close(self.result["figure"])  # shown once, here; not again after the cell
 
@@ -333,7 +337,8 @@ class Explorer(_Panel):
         classes: Sequence[str] = data.SHAPE_CLASSES,
     ):
         self.models, self.classes = choices, tuple(classes)
-        self.result, self.error, self._hold, self._cam_layers = None, None, True, {}
+        self.result, self.error, self._hold = None, None, True
+        self._cam_layers: dict[int, str | None] = {}
         self.scenes = [
             (
                 img,
@@ -556,6 +561,17 @@ def _latent_vector(z, latents: int) -> torch.Tensor:
     return v.reshape(1, latents)
 
 
+def _vae_parts(vae: nn.Module) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
+    """The VAE's latent count and its decoder, or a clear error when it has none."""
+    latents, decode = getattr(vae, "latents", None), getattr(vae, "decode", None)
+    if not isinstance(latents, int) or not callable(decode):
+        raise ValueError(
+            f"{type(vae).__name__} is not a VAE the latent widgets can drive: they need an int "
+            f"attribute `latents` and a method `decode(z)`, like vismap.vae.SpritesVAE"
+        )
+    return latents, decode
+
+
 def _dims(dim, latents: int) -> int | list[int]:
     """A latent dimension, or a list of them (a joint map), checked against ``latents``."""
     dims = [dim] if isinstance(dim, (int, np.integer)) else list(dim)
@@ -591,12 +607,12 @@ def render_latents(vae: nn.Module, z, image, dim, ax=None, **factor_options) -> 
         (factor_cam's ``(1, 1, 64, 64)``), ``shown`` (the array drawn), ``mu``, ``kl``
         (``(latents,)`` each, of the image) and ``dim``.
     """
-    latents = int(vae.latents)
+    latents, decode = _vae_parts(vae)
     z = _latent_vector(z, latents)
     x = _one_image(image, 1)
     dims = _dims(dim, latents)
     with explaining(vae), torch.no_grad():
-        sprite = torch.sigmoid(vae.decode(z))[0, 0]
+        sprite = torch.sigmoid(decode(z))[0, 0]
         mu, logvar = vae(x)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)  # KL_d of each dimension
     maps = explain.factor_cam(vae, x, dims, **factor_options).detach()
@@ -641,7 +657,7 @@ class LatentExplorer(_Panel):
     def __init__(self, vae: nn.Module, image: torch.Tensor, limit: float = 4.0):
         self.vae, self.image = vae, image
         self.result, self.error, self._hold = None, None, True
-        latents = int(vae.latents)
+        latents, _ = _vae_parts(vae)
         self.sliders = [
             widgets.FloatSlider(
                 0.0,
