@@ -677,8 +677,11 @@ def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, to
     ``int_0^1 f(alpha) d alpha ~ sum_k w_k f(alpha_k)``, float64.
 
     ``"gausslegendre"`` (exact for polynomials of degree ``2 steps - 1``: far fewer steps than a
-    Riemann sum for the same error), ``"riemann_trapezoid"``, ``"riemann_left"``,
-    ``"riemann_right"``, ``"riemann_middle"``; the names of captum's ``method`` argument.
+    Riemann sum for the same error, *if* the integrand is smooth), ``"riemann_trapezoid"`` (nodes
+    ``k / (m - 1)``, weights ``1 / (m - 1)`` halved at both ends: they sum to 1),
+    ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``; the names of captum's
+    ``method`` argument. (captum's trapezoid weights are ``1 / m``, halved at the ends, which sum
+    to ``(m - 1) / m``: its trapezoid attributions are ``(m - 1) / m`` times these.)
     """
     check_count(steps, "steps")
     k = torch.arange(steps, dtype=torch.float64)
@@ -697,10 +700,11 @@ def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, to
         )
     if rule == "riemann_trapezoid" and steps < 2:
         raise ValueError("the trapezoid rule needs steps >= 2")
-    uniform = torch.full((steps,), 1 / steps, dtype=torch.float64)
-    if rule == "riemann_trapezoid":
-        uniform[[0, -1]] /= 2
-    return riemann[rule](), uniform
+    if rule == "riemann_trapezoid":  # h (f_0 / 2 + f_1 + ... + f_{m-2} + f_{m-1} / 2), h = 1/(m-1)
+        trapezoid = torch.full((steps,), 1 / (steps - 1), dtype=torch.float64)
+        trapezoid[[0, -1]] /= 2
+        return riemann[rule](), trapezoid
+    return riemann[rule](), torch.full((steps,), 1 / steps, dtype=torch.float64)
 
 
 def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -727,7 +731,7 @@ def integrated_gradients(
     target: Target,
     *,
     baseline: float | torch.Tensor = 0.0,
-    steps: int = 64,
+    steps: int = 256,
     rule: str = "gausslegendre",
     batch_size: int = 64,
 ) -> torch.Tensor:
@@ -742,10 +746,11 @@ def integrated_gradients(
 
     with the nodes and weights of :func:`path_rule` (Gauss-Legendre by default, as captum).
     *Completeness*: the map sums to ``y^c(x) - y^c(x')``, up to the rule's error. A ReLU network's
-    gradient jumps along the path, which no rule integrates exactly: on held-out Shapes scenes
-    from a black baseline the course's models are off by a median 2-7 % (max 11-22 %) at 64
-    steps and 0.3-1.7 % (max 3-4 %) at 256; check ``map.sum()`` against the score difference
-    and raise ``steps`` when it matters.
+    gradient jumps along the path (the integrand is piecewise constant for a conv/ReLU/max-pool
+    net), which no rule integrates exactly, so the default is 256 points, not captum's 50: on 48
+    held-out Shapes scenes from a black baseline, shapes-cnn and shapes-gap are then off by a
+    median 0.3 % (max 2 %), shapes-allconv by 1 % (max 4 %); at 64 points the medians are
+    2-7 %. Check ``map.sum()`` against the score difference on your own model.
 
     Args:
         baseline: ``x'``: a number, one image ``(C, H, W)`` or one per image; default black.
