@@ -41,6 +41,7 @@ models, so every library gets the same function).
     python benchmarks/bench.py                 # the full benchmark (minutes on 2 cores)
     python benchmarks/bench.py --smoke         # tiny sizes, one round: seconds
     python benchmarks/bench.py --out bench.md  # also write the markdown to a file
+    python benchmarks/bench.py --methods gradcam scorecam --only shapes-cnn  # a few groups
     OMP_NUM_THREADS=1 python benchmarks/bench.py --clock cpu  # CPU time: steadier when busy
 """
 
@@ -54,7 +55,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -556,12 +557,13 @@ def runs_on(entry: explain.Method, s: Setting) -> bool:
     return True
 
 
-def _groups(s: Setting) -> list[Group]:
-    """The groups of every registry method that runs on ``s``, in registry order."""
+def _groups(s: Setting, methods: Collection[str] | None = None) -> list[Group]:
+    """The groups of every registry method that runs on ``s`` (only those named in ``methods``
+    if given), in registry order."""
     c = _context(s)
     groups: list[Group] = []
     for name, entry in explain.METHODS.items():
-        if not runs_on(entry, s):
+        if (methods is not None and name not in methods) or not runs_on(entry, s):
             continue
         made = PLANS[name](c) if name in PLANS else _default_group(c, entry)
         groups += made if isinstance(made, list) else [made]
@@ -569,10 +571,12 @@ def _groups(s: Setting) -> list[Group]:
 
 
 def measure(s: Setting, repeats: int, warmup: int,
-            clock: Callable[[], float] = time.perf_counter) -> list[Row]:
-    """Time every group of :func:`_groups` on the setting ``s``."""
+            clock: Callable[[], float] = time.perf_counter,
+            methods: Collection[str] | None = None) -> list[Row]:
+    """Time every group of :func:`_groups` on the setting ``s`` (of ``methods`` only, if
+    given)."""
     rows = []
-    for g in _groups(s):
+    for g in _groups(s, methods):
         fns = dict(g.fns)
         for suffix, (_, fn, _) in g.variants.items():
             fns[suffix] = fn
@@ -707,6 +711,9 @@ def main(argv: list[str] | None = None) -> str:
                         help="untimed rounds (default 2 on shapes-cnn, 1 on resnet18)")
     parser.add_argument("--only", choices=["shapes-cnn", "resnet18"], default=None,
                         help="time one setting only")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                        help="time only these registry methods (e.g. gradcam scorecam; a "
+                             "method's variants and upsampled rows come with it); default all")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's, from OMP_NUM_THREADS)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -714,6 +721,11 @@ def main(argv: list[str] | None = None) -> str:
                              "other work shares the machine; meaningful with one thread")
     parser.add_argument("--out", default=None, help="also write the markdown to this file")
     args = parser.parse_args(argv)
+    if args.methods is not None:
+        unknown = [m for m in args.methods if m not in explain.METHODS]
+        if unknown:
+            parser.error(f"unknown method(s) {', '.join(unknown)}; valid names: "
+                         f"{', '.join(explain.METHODS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
@@ -731,13 +743,14 @@ def main(argv: list[str] | None = None) -> str:
     if args.only:
         plan = [p for p in plan if p[0].name.startswith(args.only)]
     header = (f"Machine: {machine()} | {args.clock} clock"
-              + (" | smoke mode: tiny sizes, one round" if args.smoke else ""))
+              + (" | smoke mode: tiny sizes, one round" if args.smoke else "")
+              + (f" | methods: {', '.join(args.methods)}" if args.methods else ""))
     results = []
     for s, repeats, warmup in plan:
         repeats = args.repeats or repeats
         warmup = warmup if args.warmup is None else args.warmup
         results.append((s, one_forward(s, repeats, warmup, clock),
-                        measure(s, repeats, warmup, clock)))
+                        measure(s, repeats, warmup, clock, args.methods)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = report(results, header) + f"\nLoad average at the end: {load:.2f}.\n"
     print(text)
