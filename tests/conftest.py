@@ -4,7 +4,8 @@
   was (the course's contract: no hook left behind, also after an exception). Import it with
   ``from conftest import hook_count`` (pytest puts ``tests/`` on ``sys.path``).
 * ``torchvision_models`` - torchvision's ResNet-18 and VGG-11 (10 classes, random weights),
-  built once per session for every test file that compares methods on real architectures.
+  built once per session for every test file that compares methods on real architectures;
+  each test that uses them is checked, at its teardown, not to have changed them.
 
 Test tiers: ``make test`` runs everything, notebooks included (``--nbval-lax``);
 ``make test-fast`` leaves out the tests marked ``@pytest.mark.slow``. A test is slow when it takes
@@ -40,22 +41,45 @@ def hook_count(model: nn.Module) -> int:
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    """What a test must not change in a shared model: mode, dtypes, requires_grad, hooks and
-    the parameters' values (their sums)."""
+    """What a test must not change in a shared model: each module's mode, hooks and ReLU
+    ``inplace`` flag; each parameter's dtype, device, layout (strides), ``requires_grad``,
+    gradient (none) and values (their sum: float32's vectorised sum is 15x faster than a
+    float64 one on VGG-11, and any real change, a step or a fill, moves it); each buffer's dtype
+    and values (a forward in train mode moves BatchNorm's running statistics)."""
+    modules = tuple(
+        (
+            name,
+            m.training,
+            len(m._forward_hooks),
+            len(m._forward_pre_hooks),
+            len(m._backward_hooks),
+            len(m._backward_pre_hooks),
+            getattr(m, "inplace", None),
+        )
+        for name, m in model.named_modules()
+    )
     params = tuple(
-        (name, p.dtype, p.requires_grad, float(p.detach().double().sum()))
+        (
+            name,
+            p.dtype,
+            p.device,
+            p.stride(),
+            p.requires_grad,
+            p.grad is None,
+            float(p.detach().sum()),
+        )
         for name, p in model.named_parameters()
     )
-    return model.training, hook_count(model), params
+    buffers = tuple(
+        (name, b.dtype, float(b.detach().sum()))
+        for name, b in model.named_buffers()
+    )
+    return modules, params, buffers
 
 
 @pytest.fixture(scope="session")
-def torchvision_models() -> Iterator[dict[str, nn.Module]]:
-    """``{"resnet18": ..., "vgg11": ...}``: torchvision's architectures with 10 classes and
-    random weights, drawn after ``torch.manual_seed(0)`` (ResNet-18 first; the global random
-    state is left alone), in eval mode. VGG-11 alone has 129 M parameters, so they are built once
-    per session and shared: a test must not change them (``copy.deepcopy`` one first, e.g.
-    before ``.double()``); the session fails at teardown if one was changed."""
+def _torchvision_models_built() -> dict[str, tuple[nn.Module, tuple]]:
+    """The shared models, built once per session, each with its fingerprint."""
     import torchvision
 
     with torch.random.fork_rng(devices=[]):
@@ -64,10 +88,31 @@ def torchvision_models() -> Iterator[dict[str, nn.Module]]:
             "resnet18": torchvision.models.resnet18(num_classes=10).eval(),
             "vgg11": torchvision.models.vgg11(num_classes=10).eval(),
         }
-    before = {name: _fingerprint(model) for name, model in models.items()}
-    yield models
-    changed = [name for name, model in models.items() if _fingerprint(model) != before[name]]
-    assert not changed, f"a test changed the shared torchvision models {changed}"
+    return {name: (model, _fingerprint(model)) for name, model in models.items()}
+
+
+@pytest.fixture
+def torchvision_models(
+    _torchvision_models_built: dict[str, tuple[nn.Module, tuple]], request: pytest.FixtureRequest
+) -> Iterator[dict[str, nn.Module]]:
+    """``{"resnet18": ..., "vgg11": ...}``: torchvision's architectures with 10 classes and
+    random weights, drawn after ``torch.manual_seed(0)`` (ResNet-18 first; the global random
+    state is left alone), in eval mode. VGG-11 alone has 129 M parameters, so they are built once
+    per session and shared: a test must not change them (``copy.deepcopy`` one first, e.g.
+    before ``.double()`` or flipping its ReLUs' ``inplace``). The fixture is per test so that
+    each test that uses them (directly, through a fixture or ``request.getfixturevalue``) is
+    checked at its teardown, and the test that changed a model is the one that fails."""
+    shared = _torchvision_models_built
+    yield {name: model for name, (model, _) in shared.items()}
+    changed = [name for name, (model, before) in shared.items() if _fingerprint(model) != before]
+    for name in changed:  # later tests are judged on what they themselves change
+        shared[name] = (shared[name][0], _fingerprint(shared[name][0]))
+    if changed:
+        pytest.fail(
+            f"{request.node.nodeid} changed the shared torchvision models {changed}: "
+            f"copy.deepcopy a shared model before changing it",
+            pytrace=False,
+        )
 
 
 # Slow tests (CPU seconds measured one thread, 2026-11) of files that do not mark them yet:
@@ -75,26 +120,10 @@ def torchvision_models() -> Iterator[dict[str, nn.Module]]:
 # the mark into the file (@pytest.mark.slow) and drop the entry. test_packaging checks that every
 # entry names a test that exists.
 SLOW_ELSEWHERE: dict[str, set[str]] = {
-    "test_explain.py": {
-        "test_occlusion_matches_captum",  # 7.7 s
-        "test_zeiler_fergus_equals_the_deconvnet_rule",  # 9.8 s in all, VGG-11 in float64
-        "test_occlusion_matches_captum_on_torchvision_models",  # 4.3 s
-        "test_matches_captum_on_torchvision_models_with_inplace_relus",  # 8.1 s
-        "test_no_growth_over_200_calls",  # 3.0 s
-    },
-    "test_coarse.py": {
-        "test_matches_pytorch_grad_cam",  # 6.4 s
-        "test_matches_captum_layer_gradcam_and_guided_gradcam",  # 3.0 s
-    },
     "test_models.py": {
         "test_fit_reduces_the_loss_and_is_seeded",  # 3.5 s
         "test_shipped_checkpoint_reaches_its_manifest_accuracy",  # 6.1 s
     },
-    "test_factors.py": {
-        "test_shipped_vae_separates_x_and_y_position",  # 3.0 s
-        "test_fit_vae_is_deterministic_and_learns",  # 2.4 s
-    },
-    "test_bench.py": {"test_smoke_report_has_every_row_with_finite_positive_times"},  # 2.8 s
 }
 
 

@@ -57,6 +57,7 @@ def tables(text):
     return found
 
 
+@pytest.mark.slow  # the whole benchmark, in smoke sizes
 def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
     text, out = smoke
     assert out.read_text() == text

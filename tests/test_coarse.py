@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torchvision
+from conftest import hook_count
 from torch import nn
 
 import vismap as vm
@@ -17,60 +17,66 @@ captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 
-def hook_count(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
-
-
 @pytest.fixture(scope="module")
 def shapes():
     return vm.data.make_shapes(6, seed=31)
 
 
-def cases():
-    torch.manual_seed(0)
-    resnet = torchvision.models.resnet18(num_classes=10).eval()
-    vgg = torchvision.models.vgg11(num_classes=10).eval()
-    return [(vm.models.load_pretrained("shapes-gap"), "features.10", 64),
-            (vm.models.load_pretrained("shapes-cnn"), "features.9", 64),
-            (resnet, "layer4", 96), (vgg, "features.18", 64)]
+# (model, layer, image size): the course's networks, and torchvision's (random weights, their
+# in-place ReLUs kept), which are slow on a CPU.
+CASES = [
+    pytest.param("shapes-gap", "features.10", 64, id="shapes-gap"),
+    pytest.param("shapes-cnn", "features.9", 64, id="shapes-cnn"),
+    pytest.param("resnet18", "layer4", 96, id="resnet18", marks=pytest.mark.slow),
+    pytest.param("vgg11", "features.18", 64, id="vgg11", marks=pytest.mark.slow),
+]
 
 
+def model_of(name: str, request: pytest.FixtureRequest) -> nn.Module:
+    """A course checkpoint (loaded fresh), or the session's shared torchvision model (which
+    must not be changed), asked for only when a torchvision case runs."""
+    if name.startswith("shapes-"):
+        return vm.models.load_pretrained(name)
+    return request.getfixturevalue("torchvision_models")[name]
+
+
+@pytest.mark.parametrize("name, layer, size", CASES)
 @pytest.mark.parametrize("ours, theirs", [(E.gradcam, "GradCAM"), (E.layercam, "LayerCAM")])
-def test_matches_pytorch_grad_cam(ours, theirs):
-    for model, layer, size in cases():
-        x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(2))
-        targets = [1, 4, 2]
-        # pytorch-grad-cam stores the layer's output by reference, so a following in-place
-        # ReLU (VGG's features.19) overwrites it with ReLU(A): it is given a copy of the model
-        # with out-of-place ReLUs (the function is the same; vismap copes with in-place ones).
-        reference = copy.deepcopy(model)
-        for m in reference.modules():
-            if isinstance(m, nn.ReLU):
-                m.inplace = False
-        lib = getattr(gradcam_lib, theirs)(model=reference, target_layers=[
-            reference.get_submodule(layer)])
-        want = lib(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
-        got = E.normalize(ours(model, x, torch.tensor(targets), layer=layer))[:, 0]
-        # pytorch-grad-cam min-max normalises with a 1e-7 guard and runs NCHW (vismap runs
-        # channels-last on a CPU: float rounding up to 1.03e-5 on VGG-11), hence atol 2e-5
-        np.testing.assert_allclose(got.numpy(), want, atol=2e-5, err_msg=f"{layer}")
+def test_matches_pytorch_grad_cam(ours, theirs, name, layer, size, request):
+    model = model_of(name, request)
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(2))
+    targets = [1, 4, 2]
+    # pytorch-grad-cam stores the layer's output by reference, so a following in-place
+    # ReLU (VGG's features.19) overwrites it with ReLU(A): it is given a copy of the model
+    # with out-of-place ReLUs (the function is the same; vismap copes with in-place ones).
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    lib = getattr(gradcam_lib, theirs)(model=reference, target_layers=[
+        reference.get_submodule(layer)])
+    want = lib(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    got = E.normalize(ours(model, x, torch.tensor(targets), layer=layer))[:, 0]
+    # pytorch-grad-cam min-max normalises with a 1e-7 guard and runs NCHW (vismap runs
+    # channels-last on a CPU: float rounding up to 1.03e-5 on VGG-11), hence atol 2e-5
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-5, err_msg=f"{layer}")
 
 
-def test_matches_captum_layer_gradcam_and_guided_gradcam():
-    for model, layer, size in cases():
-        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(3))
-        module = model.get_submodule(layer)
-        want = captum_attr.LayerGradCam(model, module).attribute(x, target=[0, 5],
-                                                                 relu_attributions=True)
-        got = E.gradcam(model, x, [0, 5], layer=layer, upsampled=False)
-        torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-5)
-        with pytest.warns(UserWarning):
-            want = captum_attr.GuidedGradCam(model, module).attribute(
-                x, target=[0, 5], interpolate_mode="bilinear")
-        got = E.guided_gradcam(model, x, [0, 5], layer=layer)
-        torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-5)
-        assert hook_count(model) == 0
+@pytest.mark.parametrize("name, layer, size", CASES)
+def test_matches_captum_layer_gradcam_and_guided_gradcam(name, layer, size, request):
+    model = model_of(name, request)
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(3))
+    module = model.get_submodule(layer)
+    want = captum_attr.LayerGradCam(model, module).attribute(x, target=[0, 5],
+                                                             relu_attributions=True)
+    got = E.gradcam(model, x, [0, 5], layer=layer, upsampled=False)
+    torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-5)
+    with pytest.warns(UserWarning):
+        want = captum_attr.GuidedGradCam(model, module).attribute(
+            x, target=[0, 5], interpolate_mode="bilinear")
+    got = E.guided_gradcam(model, x, [0, 5], layer=layer)
+    torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-5)
+    assert hook_count(model) == 0
 
 
 def test_cam_equals_gradcam_on_a_gap_network(shapes):

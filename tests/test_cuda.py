@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import hook_count
 
 import vismap as vm
 from vismap import explain as E
@@ -41,7 +42,7 @@ def test_gpu_maps_equal_cpu_maps(name):
     scale = want.abs().max().clamp(min=1e-6)
     assert ((got.cpu() - want).abs().max() / scale) < 1e-4
     assert all(p.device.type == "cuda" for p in gpu_model.parameters())
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in gpu_model.modules())
+    assert hook_count(gpu_model) == 0
 
 
 def test_class_model_and_adversarial_on_gpu():

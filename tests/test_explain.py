@@ -1,22 +1,18 @@
 """vismap.explain (fine-grained methods): hand-computed cases, captum, reliability, bad input."""
 
+import copy
 import gc
 import warnings
 
 import pytest
 import torch
-import torchvision
+from conftest import hook_count
 from torch import nn
 
 import vismap as vm
 from vismap import explain as E
 
 captum_attr = pytest.importorskip("captum.attr")
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(m._backward_pre_hooks) for m in model.modules())
 
 
 # ------------------------------------------------------------------ hand-computed expectations
@@ -81,12 +77,6 @@ def course_models():
     return {name: vm.models.load_pretrained(name) for name in vm.models.ARCHITECTURES}
 
 
-def torchvision_models():
-    torch.manual_seed(0)
-    return {"resnet18": torchvision.models.resnet18(num_classes=10).eval(),
-            "vgg11": torchvision.models.vgg11(num_classes=10).eval()}
-
-
 PAIRS = [(E.saliency, "Saliency"), (E.deconvnet, "Deconvolution"),
          (E.guided_backprop, "GuidedBackprop")]
 
@@ -116,10 +106,11 @@ def test_matches_captum_on_course_models_with_mixed_targets(ours, theirs, shapes
         assert hook_count(model) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ours, theirs", PAIRS, ids=[p[1] for p in PAIRS])
-def test_matches_captum_on_torchvision_models_with_inplace_relus(ours, theirs):
+def test_matches_captum_on_torchvision_models_with_inplace_relus(ours, theirs, torchvision_models):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    for name, model in torchvision_models().items():
+    for name, model in torchvision_models.items():
         assert any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules())
         got = ours(model, x, torch.tensor([3, 7]))
         want = _captum(theirs, model, x, torch.tensor([3, 7]))
@@ -127,6 +118,7 @@ def test_matches_captum_on_torchvision_models_with_inplace_relus(ours, theirs):
         assert hook_count(model) == 0
 
 
+@pytest.mark.slow
 def test_occlusion_matches_captum(shapes):
     model = vm.models.load_pretrained("shapes-cnn")
     for window, stride, baseline in [(8, 4, 0.0), (12, 6, 0.5), (7, 3, 0.2)]:
@@ -139,9 +131,10 @@ def test_occlusion_matches_captum(shapes):
         torch.testing.assert_close(got, want[:, :1], atol=1e-5, rtol=1e-5)
 
 
-def test_occlusion_matches_captum_on_torchvision_models():
+@pytest.mark.slow
+def test_occlusion_matches_captum_on_torchvision_models(torchvision_models):
     x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
-    for name, model in torchvision_models().items():
+    for name, model in torchvision_models.items():
         got = E.occlusion(model, x, torch.tensor([2, 9]), window=16, stride=12, baseline=0.3)
         want = captum_attr.Occlusion(model).attribute(
             x, sliding_window_shapes=(3, 16, 16), strides=(3, 12, 12), baselines=0.3,
@@ -152,9 +145,14 @@ def test_occlusion_matches_captum_on_torchvision_models():
 
 # ------------------------------------------------------------------ the explicit deconvnet
 
-@pytest.mark.parametrize("name", ["shapes-cnn", "shapes-allconv", "vgg11"])
-def test_zeiler_fergus_equals_the_deconvnet_rule(name, shapes):
-    model = (course_models() | torchvision_models())[name].double()  # float64: exact to 1e-5
+@pytest.mark.parametrize("name", ["shapes-cnn", "shapes-allconv",
+                                  pytest.param("vgg11", marks=pytest.mark.slow)])
+def test_zeiler_fergus_equals_the_deconvnet_rule(name, shapes, request):
+    if name == "vgg11":  # the session's shared model: changed only in a copy
+        model = copy.deepcopy(request.getfixturevalue("torchvision_models")[name])
+    else:
+        model = vm.models.load_pretrained(name)
+    model = model.double()  # float64: exact to 1e-5
     features = model.features
     x = shapes.images[:3].double()
     layers = [i for i, m in enumerate(features) if isinstance(m, (nn.Conv2d, nn.ReLU))]
@@ -248,6 +246,7 @@ def live_tensors() -> int:
         return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
 
 
+@pytest.mark.slow
 def test_no_growth_over_200_calls(shapes):
     model = vm.models.load_pretrained("shapes-gap")
     x = shapes.images[:1]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import hook_count
 from torch.distributions import Normal, kl_divergence
 
 import vismap as vm
@@ -71,12 +72,17 @@ def test_vae_loss_with_capacity_is_burgess_controlled_capacity(vae, sprites):
                                + 0.5 * out["tc"])
 
 
+@pytest.mark.slow  # fit_vae renders a chunk of 8192 two-object sprites first
 def test_fit_vae_on_two_objects_with_capacity():
     torch.manual_seed(0)
     model = SpritesVAE()
     history = vm.train.fit_vae(model, steps=3, batch_size=8, seed=0, progress=False, objects=2,
                                capacity=4.0, anneal_steps=2, tc=1.0)
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_fit_vae_bad_capacity_and_annealing():
+    model = SpritesVAE()
     with pytest.raises(ValueError, match="capacity must be >= 0"):
         vm.train.fit_vae(model, steps=1, capacity=-1.0, progress=False)
     with pytest.raises(ValueError, match="anneal_steps must be >= 1"):
@@ -91,6 +97,7 @@ def test_evaluate_vae_names_each_objects_factors(vae, pairs):
     assert all(0 <= j < vm.vae.LATENTS for j in record["best_latent"].values())
 
 
+@pytest.mark.slow
 def test_fit_vae_is_deterministic_and_learns():
     def run():
         torch.manual_seed(0)
@@ -98,7 +105,7 @@ def test_fit_vae_is_deterministic_and_learns():
         history = vm.train.fit_vae(model, steps=12, batch_size=16, seed=0, progress=False)
         return model, history
     (a, ha), (b, hb) = run(), run()
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert ha == hb
     assert np.mean([h["recon"] for h in ha[-3:]]) < ha[0]["recon"] * 0.9
@@ -160,7 +167,7 @@ def test_disentangle_bad_input():
 def test_factor_cam_mu_equals_gradcam_with_a_mu_target(vae, sprites):
     x = sprites.images
     for i in (0, 7):
-        expected = vm.explain.gradcam(vae, x, lambda out: out[0][:, i], layer="encoder.3")
+        expected = vm.explain.gradcam(vae, x, lambda out, i=i: out[0][:, i], layer="encoder.3")
         torch.testing.assert_close(
             vm.explain.factor_cam(vae, x, i, statistic="mu", mode="gradcam"), expected)
 
@@ -181,10 +188,10 @@ def test_factor_cam_is_deterministic_and_leaves_the_model_alone(vae, sprites):
     assert torch.equal(a, b)
     assert vae.training and [p.requires_grad for p in vae.parameters()] == flags
     assert all(torch.equal(v, vae.state_dict()[k]) for k, v in state.items())
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in vae.modules())
+    assert hook_count(vae) == 0
     with pytest.raises(ValueError):
         vm.explain.factor_cam(vae, sprites.images, 99)
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in vae.modules())
+    assert hook_count(vae) == 0
     vae.eval()
 
 
@@ -224,7 +231,7 @@ def test_factor_cam_says_what_it_needs_before_any_layer_lookup():
         vm.explain.factor_cam(model, vm.data.make_shapes(2).images, 0)
     message = str(err.value)
     assert "(mu, logvar)" in message and "gradcam" in message and "encoder.3" not in message
-    assert model.training and all(not m._forward_hooks for m in model.modules())
+    assert model.training and hook_count(model) == 0
 
     class OnlyMu(torch.nn.Module):  # an encoder that forgot its log-variance
         def __init__(self):
@@ -305,6 +312,7 @@ def _shipped():
     return vm.models.load_pretrained("sprites-vae")
 
 
+@pytest.mark.slow
 def test_shipped_vae_separates_x_and_y_position():
     vae = _shipped()
     held = vm.data.make_sprites(4000, seed=vm.train.HELDOUT_SEED + 1)
@@ -316,6 +324,7 @@ def test_shipped_vae_separates_x_and_y_position():
     assert corr[x_dim, 3] >= 0.9 and corr[y_dim, 4] >= 0.9
 
 
+@pytest.mark.slow  # 2000 two-object sprites through the VAE
 def test_shipped_two_object_vae_matches_its_manifest():
     entry = vm.models.read_manifest().get("files", {}).get("sprites2-vae.pt")
     if entry is None:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import hook_count  # noqa: E402
 
 import vismap as vm  # noqa: E402
 from vismap import widgets as W  # noqa: E402
@@ -235,6 +236,7 @@ def test_explorer_with_several_models_offers_cam_on_the_gap_net(cnn, gap, scenes
     assert c["method"].value == "gradcam" and w.error is None
 
 
+@pytest.mark.slow  # every method of the explorer, on its default options
 def test_explorer_leaves_the_model_as_it_was(scenes):
     model = vm.models.load_pretrained("shapes-gap").train()
     flags = [p.requires_grad for p in model.parameters()]
@@ -244,8 +246,7 @@ def test_explorer_leaves_the_model_as_it_was(scenes):
         w.controls["method"].value = method
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert set(vars(model)) == attributes
-    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                   for m in model.modules())
+    assert hook_count(model) == 0
 
 
 def test_explorer_bad_input(cnn, scenes):
