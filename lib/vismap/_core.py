@@ -40,15 +40,18 @@ def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor
         raise ValueError("x is an empty batch (n = 0); give at least one image")
     if not x.is_floating_point():
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = (~finite).flatten(1).any(1).nonzero()[:, 0].tolist()
-        raise ValueError(
-            f"x has {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} "
-            f"infinite values, in image(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
-            f"; every map of such an input would be NaN: give finite pixel values "
-            f"(e.g. torch.nan_to_num(x))"
-        )
+    # One pass over x: a NaN or an infinity makes the sum NaN or infinite, finite values keep it
+    # finite unless it overflows; only then is each value checked (a few passes, 20x slower).
+    if not bool(torch.isfinite(x.sum())):
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = (~finite).flatten(1).any(1).nonzero()[:, 0].tolist()
+            raise ValueError(
+                f"x has {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} "
+                f"infinite values, in image(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}"
+                f"; every map of such an input would be NaN: give finite pixel values "
+                f"(e.g. torch.nan_to_num(x))"
+            )
     if model is not None:
         first = first_conv(model)
         if first is not None and first[1].in_channels not in (0, x.shape[1]):
@@ -253,8 +256,20 @@ RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
+# The same products ``R * mask(y, R)``, each in one or two passes over memory that keep the
+# tensors' memory layout (``torch.where(mask, R, 0.0)`` is 5x slower on a CPU):
+# ``threshold_backward(R, y, 0)`` is autograd's own ReLU backward, ``R * [y > 0]``, and
+# ``R.clamp(min=0)`` is ``R * [R > 0]``.
+_MASKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "gradient": lambda y, r: torch.ops.aten.threshold_backward(r, y, 0),
+    "deconvnet": lambda y, r: r.clamp(min=0),
+    "guided": lambda y, r: torch.ops.aten.threshold_backward(r.clamp(min=0), y, 0),
+}
+
+
 class _RuleReLU(torch.autograd.Function):
-    """``y = max(x, 0)`` forward; backward ``R * mask(y, R)`` with a mask of :data:`RULES`."""
+    """``y = max(x, 0)`` forward; backward ``R * mask(y, R)`` with a mask of :data:`RULES`
+    (computed as :data:`_MASKED`)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, rule: str) -> torch.Tensor:
@@ -266,7 +281,7 @@ class _RuleReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return torch.where(RULES[ctx.rule](y, r), r, 0.0), None  # R * mask
+        return _MASKED[ctx.rule](y, r), None  # R * mask(y, R)
 
 
 def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
