@@ -10,8 +10,7 @@
 Test tiers: ``make test`` runs everything, notebooks included (``--nbval-lax``);
 ``make test-fast`` leaves out the tests marked ``@pytest.mark.slow``. A test is slow when it takes
 about a second or more of CPU (a notebook, an ImageNet-size model, a comparison with captum on
-many inputs). :data:`SLOW_ELSEWHERE` marks the slow tests of files whose authors have not yet
-marked them themselves.
+many inputs).
 """
 
 from __future__ import annotations
@@ -114,21 +113,3 @@ def torchvision_models(
             pytrace=False,
         )
 
-
-# Slow tests (CPU seconds measured one thread, 2026-11) of files that do not mark them yet:
-# file -> test function names. Each is marked slow at collection; the file's author should move
-# the mark into the file (@pytest.mark.slow) and drop the entry. test_packaging checks that every
-# entry names a test that exists.
-SLOW_ELSEWHERE: dict[str, set[str]] = {
-    "test_models.py": {
-        "test_fit_reduces_the_loss_and_is_seeded",  # 3.5 s
-        "test_shipped_checkpoint_reaches_its_manifest_accuracy",  # 6.1 s
-    },
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        names = SLOW_ELSEWHERE.get(item.path.name, ())
-        if getattr(item, "originalname", None) in names:
-            item.add_marker(pytest.mark.slow)

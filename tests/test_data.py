@@ -42,6 +42,7 @@ def test_same_seed_same_bits_other_seed_other_images():
     assert not torch.equal(s1.factors, D.make_sprites(50, seed=6).factors)
 
 
+@pytest.mark.slow
 def test_small_batches_of_every_size():
     for n in range(1, 9):
         for seed in range(12):
@@ -82,6 +83,7 @@ def _coverage_and_reference(kinds, cx, cy, radius, angle, scale=8):
     return cov, fine.reshape(n, 64, scale, 64, scale).mean((2, 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lo, hi", [(9.0, 18.0), (2.0, 4.5)])
 def test_coverage_matches_a_fine_rasterisation(lo, hi):
     rng = np.random.default_rng(0)
@@ -178,6 +180,7 @@ def test_two_object_scenes(pairs):
     assert len(pairs.class_names[0]) == 2
 
 
+@pytest.mark.slow
 def test_sprites_grid():
     grid = D.sprite_factor_grid()
     assert grid.shape == (3 * 6 * 40 * 32 * 32, 5) == (737_280, 5)

@@ -62,6 +62,31 @@ def test_fold_batchnorm_computes_the_same_function(name):
     torch.testing.assert_close(plain(x), net(x), atol=1e-5, rtol=1e-5)
 
 
+def test_multilabel_loss_by_hand_and_what_it_pins():
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    t = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    p = torch.sigmoid(z)
+    by_hand = -(t * p.log() + (1 - t) * (1 - p).log()).sum(1).mean()
+    torch.testing.assert_close(vm.train.multilabel_loss(z, t), by_hand)
+    # The softmax cross-entropy cannot see a shift of every score; the multi-label loss can:
+    # it charges the absent classes for it.
+    shifted = z + 5.0
+    soft = t / t.sum(1, keepdim=True)
+    torch.testing.assert_close(vm.train.soft_cross_entropy(shifted, soft),
+                               vm.train.soft_cross_entropy(z, soft))
+    assert vm.train.multilabel_loss(shifted, t) > vm.train.multilabel_loss(z, t) + 4
+    assert set(vm.train.LOSSES) == {"cross_entropy", "multilabel"}
+
+
+def test_mixed_scenes_targets():
+    _, soft = vm.train.mixed_scenes(3, 4, seed=5)
+    _, multi = vm.train.mixed_scenes(3, 4, seed=5, multilabel=True)
+    torch.testing.assert_close(soft.sum(1), torch.ones(7))
+    assert multi[:3].sum(1).tolist() == [1, 1, 1] and multi[3:].sum(1).tolist() == [2] * 4
+    assert torch.equal(multi > 0, soft > 0)
+
+
+@pytest.mark.slow
 def test_fit_reduces_the_loss_and_is_seeded():
     data = vm.data.make_shapes(256, seed=5)
 
@@ -77,8 +102,14 @@ def test_fit_reduces_the_loss_and_is_seeded():
     assert run()[1] == losses  # same seed, same losses
     with pytest.raises(ValueError, match="differ in length"):
         vm.train.fit(net, data.images, data.labels[:5], steps=1)
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; valid losses: cross_entropy, "
+                                         "multilabel"):
+        vm.train.fit(net, data.images, data.labels, steps=1, loss="hinge")
+    with pytest.raises(ValueError, match=r"multilabel loss needs one 0/1 target per class"):
+        vm.train.fit(net, data.images, data.labels, steps=1, loss="multilabel")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh):
     entry = read_manifest()["files"][f"{name}.pt"]
@@ -113,12 +144,14 @@ def fresh_pairs():
     return vm.data.make_shapes(1000, seed=778, objects=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_both_objects_of_a_pair_are_the_top_two(name, fresh_pairs):
     rate = vm.train.top2_both(load_pretrained(name), fresh_pairs.images, fresh_pairs.labels)
     assert rate >= 0.90, rate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_half_pixel_shift_costs_at_most_two_points(name, fresh):
     model = load_pretrained(name)
@@ -149,14 +182,16 @@ def _pointing(pairs, maps, counterfactual):
     return own, other
 
 
-def test_gradcam_points_at_the_asked_object_more_than_at_the_other(pair_maps):
+def test_gradcam_points_at_the_asked_object_and_not_at_the_other(pair_maps):
+    # shapes-cnn is trained with one sigmoid per class (vismap.train.multilabel_loss): measured
+    # 0.835 / 0.002 on these scenes (the softmax-trained one scored about 0.5 / 0.19).
     own, other = _pointing(*pair_maps, counterfactual=False)
-    assert own - other >= 0.15 and own >= 2 * other, (own, other)
+    assert own >= 0.8 and other <= 0.05, (own, other)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 12's target (own >= 0.85, other <= 0.05) is not "
-                   "reached: the shipped shapes-cnn scores about 0.5 / 0.19; its Grad-CAM peak "
-                   "falls on neither object in about 30-40 % of the maps")
+                   "reached: shapes-cnn scores 0.835 / 0.002; its Grad-CAM peak falls on neither "
+                   "object in about 16 % of the maps, most of them 1-2 px outside the asked one")
 def test_gradcam_is_class_discriminative_on_pairs(pair_maps):
     own, other = _pointing(*pair_maps, counterfactual=False)
     assert own >= 0.85 and other <= 0.05, (own, other)
@@ -167,18 +202,31 @@ def test_counterfactual_gradcam_points_at_the_other_object(pair_maps):
     assert other > own, (own, other)
 
 
-GUIDED_CORR = 0.9  # the median correlation of the two classes' guided backprop maps
+def _correlation(a, b):
+    """Pearson correlation of two batches of maps, per image."""
+    a, b = (m.flatten(1) - m.flatten(1).mean(1, keepdim=True) for m in (a, b))
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
-def test_guided_backprop_is_not_class_discriminative():
-    # Springenberg et al.'s maps for the two classes of a pair are nearly the same image.
+def test_guided_backprop_separates_the_classes_far_less_than_gradcam():
+    # Springenberg et al.'s maps for the two classes of a pair stay alike (measured median
+    # correlation 0.61 on the multi-label shapes-cnn, 0.97-0.99 on the softmax-trained one),
+    # Grad-CAM's do not (-0.12); guided backprop puts about 5x more of its mass on the object
+    # that was not asked for (0.10 against 0.02).
     pairs = vm.data.make_shapes(100, seed=780, objects=2)
     cnn = load_pretrained("shapes-cnn")
-    g = [vm.explain.guided_backprop(cnn, pairs.images, pairs.labels[:, j]).flatten(1)
-         for j in (0, 1)]
-    g = [m - m.mean(1, keepdim=True) for m in g]
-    corr = (g[0] * g[1]).sum(1) / (g[0].norm(dim=1) * g[1].norm(dim=1))
-    assert corr.median() >= GUIDED_CORR, corr.median()
+    asked = [pairs.labels[:, j] for j in (0, 1)]
+    guided = [vm.explain.guided_backprop(cnn, pairs.images, c) for c in asked]
+    cams = [vm.explain.gradcam(cnn, pairs.images, c, layer="features.10") for c in asked]
+    corr_guided = _correlation(*guided).median()
+    corr_cam = _correlation(*cams).median()
+    assert corr_guided >= 0.5 and corr_guided - corr_cam >= 0.5, (corr_guided, corr_cam)
+    magnitude = [g.abs().amax(1, keepdim=True) for g in guided]
+    elsewhere = {
+        name: sum(vm.metrics.relevance_mass(m[j], pairs.masks[:, 1 - j]).mean() for j in (0, 1)) / 2
+        for name, m in (("guided", magnitude), ("gradcam", cams))
+    }
+    assert elsewhere["guided"] >= 3 * elsewhere["gradcam"], elsewhere
 
 
 def test_input_gradient_predicts_a_small_step():
@@ -235,11 +283,13 @@ def test_top2_both_by_hand():
     assert vm.train.top2_both(model, scores, labels) == pytest.approx(2 / 3)
 
 
-def test_fit_with_soft_targets_and_shifts():
-    images, targets = vm.train.mixed_scenes(128, 128, seed=6)
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["cross_entropy", "multilabel"])
+def test_fit_with_two_object_targets_and_shifts(loss):
+    images, targets = vm.train.mixed_scenes(128, 128, seed=6, multilabel=loss == "multilabel")
     torch.manual_seed(0)
     net = vm.models.shapes_gap(batchnorm=True)
-    losses = vm.train.fit(net, images, targets, steps=40, batch_size=16, shift=1.0,
+    losses = vm.train.fit(net, images, targets, steps=40, batch_size=16, shift=1.0, loss=loss,
                           progress=False)
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
 

@@ -88,21 +88,3 @@ def test_hook_count_sees_every_kind_of_hook():
         counts.append(hook_count(model))
         handle.remove()
     assert counts == [4, 3, 2, 1] and hook_count(model) == 0
-
-
-def test_slow_marks_name_existing_tests():
-    """Every test that conftest.SLOW_ELSEWHERE marks slow exists (a renamed test would silently
-    join the fast tier)."""
-    import ast
-
-    from conftest import SLOW_ELSEWHERE
-
-    for file, names in SLOW_ELSEWHERE.items():
-        path = ROOT / "tests" / file
-        assert path.is_file(), file
-        defined = {
-            node.name
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
-        }
-        assert names <= defined, f"{file}: no test named {sorted(names - defined)}"
