@@ -18,6 +18,7 @@ from torch import nn
 
 import vismap as vm
 from vismap import explain as E
+from vismap._core import fast_layout
 
 captum_attr = pytest.importorskip("captum.attr")
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
@@ -313,32 +314,39 @@ def test_gradient_x_input_equals_captum(case):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=name)
 
 
-def completeness_errors(model, d, steps):
-    """``|sum IG - (f(x) - f(x'))| / |f(x) - f(x')|`` per image, from a black baseline."""
+def completeness_errors(model, d, steps=None):
+    """``|sum IG - (f(x) - f(x'))| / |f(x) - f(x')|`` per image, from a black baseline, at
+    ``steps`` points (the library's default when None)."""
     black = torch.zeros_like(d.images)
-    ig = E.integrated_gradients(model, d.images, d.labels, steps=steps)
+    options = {} if steps is None else {"steps": steps}
+    ig = E.integrated_gradients(model, d.images, d.labels, **options)
     with torch.no_grad():
         delta = (model(d.images) - model(black)).gather(1, d.labels[:, None])[:, 0]
     return (ig.sum((1, 2, 3)) - delta).abs() / delta.abs()
 
 
+# Issue 14's completeness target at the default steps: median relative error <= 1 %, max <= 5 %.
+# shapes-allconv's path integrand is the roughest (more ReLU kinks, no pooling): at the default
+# 256 points it measured a median 1.0 % and a max 3.4-4.7 % on 24-48 held-out scenes, at the
+# edge of the target, so it is held to 2 % / 7.5 %.
+COMPLETENESS = {"shapes-cnn": (0.01, 0.05), "shapes-gap": (0.01, 0.05),
+                "shapes-allconv": (0.02, 0.075)}
+
+
 @pytest.mark.slow
 def test_integrated_gradients_completeness_on_held_out_images(course):
     """Sundararajan et al.'s completeness axiom: the attributions sum to f(x) - f(x'), up to
-    the quadrature's error, which shrinks as the steps grow.
-
-    Issue 14 asked for a median relative error <= 1 % and a max <= 5 % at the default 64
-    Gauss-Legendre steps. That held on the checkpoints before the anti-aliased retraining
-    (shapes-cnn: median 0.6 %, max 5.2 %) and does not on the retrained ones, whose path
-    integrands are rougher (measured on 24 held-out scenes: median 1.9 / 2.4 / 7.3 %, max 11 /
-    19 / 22 % for cnn / gap / allconv; at 256 steps median 0.3-1.7 %, max 3-4 %). So this test
-    asserts what holds: 256 steps are at least twice as accurate as 64 (the error is the rule's,
-    not a bug's), and at 256 steps the median stays below 2.5 % and the max below 7.5 %."""
-    d = vm.data.make_shapes(12, seed=vm.data.HELDOUT_SEED)
+    the quadrature's error, which shrinks as the steps grow. A ReLU network's integrand is
+    piecewise constant along the path, so the error falls only about as 1/m: the default is 256
+    points (at 64 the medians were 2-7 %)."""
+    default = inspect.signature(E.integrated_gradients).parameters["steps"].default
+    assert default == 256
+    d = vm.data.make_shapes(24, seed=vm.data.HELDOUT_SEED)
     for name, model in course.items():
-        coarse, fine = completeness_errors(model, d, 64), completeness_errors(model, d, 256)
+        coarse, fine = completeness_errors(model, d, 64), completeness_errors(model, d)
         assert float(fine.median()) <= 0.5 * float(coarse.median()), (name, coarse, fine)
-        assert float(fine.median()) <= 0.025 and float(fine.max()) <= 0.075, (name, fine)
+        median, most = COMPLETENESS[name]
+        assert float(fine.median()) <= median and float(fine.max()) <= most, (name, fine)
 
 
 # ------------------------------------------------------------------ pytorch-grad-cam
@@ -355,10 +363,14 @@ def test_gradcam_pp_equals_pytorch_grad_cam(case):
     # pytorch-grad-cam adds 1e-6 to the denominator of alpha (vismap's eps, 0 by default: the
     # paper's formula); with the same eps the maps agree. It normalises each map to [0, 1].
     name, model, layer, x, target = case
-    want = _pgc("GradCAMPlusPlus", model, layer, x, target)
     got = E.normalize(E.gradcam_pp(model, x, target, layer=layer, eps=1e-6))[:, 0]
-    # the weights hold g^2 and g^3, which amplify float32 rounding (vismap computes
-    # channels-last, the reference NCHW): up to 3e-5 of the map's maximum on shapes-cnn
+    # vismap runs the model channels-last on a CPU. Given the same memory layout, the reference
+    # sees the same gradients, and the formulas agree to 1e-5:
+    same_layout = _pgc("GradCAMPlusPlus", model, layer, fast_layout(x), target)
+    np.testing.assert_allclose(got.numpy(), same_layout, atol=1e-5, err_msg=name)
+    # In NCHW its gradients differ in the last bits, and the weights' g^2 and g^3 amplify that
+    # (measured up to 3e-5 of the map's maximum on shapes-cnn): equal only to 1e-4.
+    want = _pgc("GradCAMPlusPlus", model, layer, x, target)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-4, err_msg=name)
     paper = E.normalize(E.gradcam_pp(model, x, target, layer=layer))[:, 0]
     difference = float((paper - got).abs().max())
