@@ -927,20 +927,21 @@ def class_model(
     blur_every: int = 4,
     blur_sigma: float = 0.5,
     seed: int = 0,
-    objective: str = "log_probability",
+    objective: str = "score",
 ) -> torch.Tensor:
     """The class model of Simonyan, Vedaldi & Zisserman 2014 (*Deep Inside Convolutional
     Networks*, Sec. 2): an image the model scores as the class, by gradient ascent on the image.
 
         ``I* = argmax_I  s^c(I) - l2 ||I - 0.5||^2``,   ``I`` in [0, 1]
 
-    Simonyan et al. ascend the unnormalised score ``s^c = y^c`` (``objective="score"``) with an
-    L2 penalty; their zero is the training set's mean image, ours mid-grey. On the course's
-    classifiers that is not enough: an image can raise ``y^c`` while raising another class's
-    score more (with the retrained checkpoints, shapes-cnn's class-0 image was scored as class 4,
-    p = 0.86). The default therefore ascends the log-probability ``s^c = log softmax(y)_c =
-    y^c - log sum_k exp y^k`` (``objective="log_probability"``), which also pushes the other
-    classes down. For a callable target its own score is ascended. Each step moves by ``lr``
+    Simonyan et al. ascend the unnormalised score ``s^c = y^c`` (``objective="score"``, the
+    default) with an L2 penalty; their zero is the training set's mean image, ours mid-grey.
+    Nothing in it stops another class's score from rising faster: a softmax-trained shapes-cnn
+    drew a class-0 image that it scored as class 4 (p = 0.86). ``objective="log_probability"``
+    ascends ``s^c = log softmax(y)_c = y^c - log sum_k exp y^k`` instead, which also pushes the
+    other classes down; it suits a softmax classifier, not a multi-label one, whose classes are
+    not exclusive (the multi-label shapes-cnn's class-1 image then ended as class 3). For a
+    callable target its own score is ascended. Each step moves by ``lr``
     along the gradient divided by its mean magnitude, then clips to [0, 1]. With the
     regularisers of later work (Yosinski et al. 2015,
     *Understanding Neural Networks Through Deep Visualization*), the image is shifted by a random
@@ -957,7 +958,7 @@ def class_model(
         jitter: the largest random shift in pixels (>= 0).
         blur_every, blur_sigma: the blur's period in steps (0: no blur) and width in pixels.
         seed: seeds the start (mid-grey plus a little noise) and the jitter: same seed, same image.
-        objective: ``"log_probability"`` (default) or ``"score"`` (Simonyan et al.'s ``y^c``),
+        objective: ``"score"`` (default: Simonyan et al.'s ``y^c``) or ``"log_probability"``,
             for a class target.
 
     Returns:
