@@ -16,8 +16,9 @@ method's *limit* - the work no implementation can avoid:
   Gradients) of every image, pre-built, in batches of the method's ``batch_size``;
 * ``P x F``  the forwards of the ``P`` occluded copies (and the original) of every image,
   pre-built, 64 images per forward (the least occlusion must do);
-* ``K x F``  the forwards of the ``K`` masked copies of every image (Score-CAM: one per feature
-  map of the layer), pre-built, 64 images per forward.
+* ``K x F``  the forwards of the ``K`` masked copies of every image (Score-CAM: one per distinct
+  mask - a feature map of the layer, all constant maps sharing the all-zero mask), pre-built,
+  64 images per forward.
 
 Each limit is timed on the batch in both memory layouts, NCHW and channels-last (``(n, H, W,
 C)`` in memory), and the faster is kept: on a CPU oneDNN's convolutions often run much faster
@@ -71,7 +72,7 @@ LIMITS = {
     "N x F+dx": "forward + gradient to the input of every noisy copy or path point "
                 "(pre-built), in the method's batches",
     "P x F": "the forwards of every occluded copy (pre-built), 64 images per forward",
-    "K x F": "the forwards of every masked copy (pre-built), 64 images per forward",
+    "K x F": "the forwards of every distinct masked copy (pre-built), 64 images per forward",
 }
 
 
@@ -500,9 +501,16 @@ def _scorecam(c: Context) -> Group:
     t = s.target[:n]
     a = explain.layer_gradient(s.model, x, t, s.layer)[0]
     masks = explain.normalize(explain.upsample(a.flatten(0, 1)[:, None], x.shape[-2:]))
-    masked = (x[:, None] * masks.view(n, a.shape[1], 1, *x.shape[-2:])).flatten(0, 1)
-    what = (f"{n} image(s) of {x.shape[-1]}x{x.shape[-1]}: {a.shape[1]} feature maps, one "
-            f"masked forward each; pytorch-grad-cam with its default batch of 16")
+    masks = masks.view(n, a.shape[1], *x.shape[-2:])
+    # The distinct masks: a constant feature map gives the all-zero mask, whichever map it is,
+    # so every image's constant maps need one forward between them, not one each.
+    constant = masks.flatten(2).amax(2) == 0  # (n, K)
+    distinct = [torch.cat([m[~c], m[c][:1]]) for m, c in zip(masks, constant, strict=True)]
+    masked = torch.cat([x[i:i + 1] * d[:, None] for i, d in enumerate(distinct)])
+    what = (f"{n} image(s) of {x.shape[-1]}x{x.shape[-1]}: {a.shape[1]} feature maps, "
+            f"{len(masked)} distinct masks ({int(constant.sum())} constant maps give the "
+            f"all-zero mask), one masked forward each; pytorch-grad-cam with its default batch "
+            f"of 16 (one forward per feature map)")
     return Group("scorecam, upsampled", what + "; " + UPSAMPLED, "K x F", {
         **limit(lambda xx: forward_in_batches(c.frozen, xx), masked),
         "vismap": lambda: explain.normalize(explain.scorecam(s.model, x, t, layer=s.layer)),

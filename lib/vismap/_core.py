@@ -96,6 +96,14 @@ def fast_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
+def fast_empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised batch ``(n, C, H, W)`` of ``like``'s dtype and device, in the layout of
+    :func:`fast_layout`: for a batch that is built once, straight in the layout the model runs
+    fastest in, instead of being built in NCHW and converted."""
+    layout = torch.channels_last if like.device.type == "cpu" else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
+
+
 def repeat_target(target: Target, copies: int) -> Target:
     """The target of ``copies`` stacked copies of a batch, ``torch.cat([x] * copies)``: a
     per-sample class index is repeated, an int or a callable kept as it is."""
@@ -116,20 +124,19 @@ def slice_target(target: Target, start: int, stop: int, n: int) -> Target:
 
 def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
     """``(name, module)`` of ``layer``, given as a module of ``model`` or its dotted name."""
-    names = {module: name for name, module in model.named_modules() if name}
+    modules = dict(model.named_modules())
+    modules.pop("", None)  # the model itself is no layer
     if isinstance(layer, nn.Module):
-        if layer not in names:
+        name = next((n for n, m in modules.items() if m is layer), None)
+        if name is None:
             raise ValueError(
                 f"layer {type(layer).__name__} is not a module of this model; "
-                f"pass one of its modules or a name: {_listing(names.values())}"
+                f"pass one of its modules or a name: {_listing(modules)}"
             )
-        return names[layer], layer
+        return name, layer
     if isinstance(layer, str):
-        modules = dict(model.named_modules())
-        if layer not in modules or layer == "":
-            raise ValueError(
-                f"unknown layer {layer!r}; valid layer names: {_listing(names.values())}"
-            )
+        if layer not in modules:
+            raise ValueError(f"unknown layer {layer!r}; valid layer names: {_listing(modules)}")
         return layer, modules[layer]
     raise TypeError(f"layer must be a module or a dotted name, got {type(layer).__name__}")
 
@@ -200,18 +207,22 @@ def explaining(model: nn.Module) -> Iterator[list]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     handles: list = []
     try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+        if any(training for _, training in modes):  # a model in eval mode is left alone
+            model.eval()
+        for p, flag in flags:
+            if flag:
+                p.requires_grad_(False)
         with torch.enable_grad():
             yield handles
     finally:
         for handle in handles:
             handle.remove()
-        for m, training in modes:
-            m.training = training
+        for m, training in modes:  # only what changed is set back (setting is the slow part)
+            if m.training != training:
+                m.training = training
         for p, flag in flags:
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
 
 
 def capture(model: nn.Module, layer: Layer, handles: list) -> dict:
@@ -256,14 +267,14 @@ RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-# The same products ``R * mask(y, R)``, each in one or two passes over memory that keep the
-# tensors' memory layout (``torch.where(mask, R, 0.0)`` is 5x slower on a CPU):
-# ``threshold_backward(R, y, 0)`` is autograd's own ReLU backward, ``R * [y > 0]``, and
-# ``R.clamp(min=0)`` is ``R * [R > 0]``.
+# The same products ``R * mask(y, R)``, each in as few passes over memory as stock operations
+# allow, keeping the tensors' memory layout (``torch.where(mask, R, 0.0)`` is 5x slower on a
+# CPU): ``threshold_backward(R, y, 0)`` is autograd's own ReLU backward, ``R * [y > 0]``, and
+# ``relu(R)`` is ``R * [R > 0]`` (for guided, applied in place to the first product).
 _MASKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "gradient": lambda y, r: torch.ops.aten.threshold_backward(r, y, 0),
-    "deconvnet": lambda y, r: r.clamp(min=0),
-    "guided": lambda y, r: torch.ops.aten.threshold_backward(r.clamp(min=0), y, 0),
+    "deconvnet": lambda y, r: torch.relu(r),
+    "guided": lambda y, r: torch.ops.aten.threshold_backward(r, y, 0).relu_(),
 }
 
 
@@ -273,7 +284,7 @@ class _RuleReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, rule: str) -> torch.Tensor:
-        y = x.clamp(min=0)
+        y = torch.relu(x)
         ctx.save_for_backward(y)
         ctx.rule = rule
         return y

@@ -73,6 +73,7 @@ from ._core import (
     check_input,
     check_nonnegative,
     explaining,
+    fast_empty,
     fast_layout,
     relu_rule,
     repeat_target,
@@ -124,10 +125,12 @@ def _backprop_to_input(
         return _gradients(model, x, target)
 
 
-def _gradients(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+def _gradients(
+    model: nn.Module, x: torch.Tensor, target: Target, keep_layout: bool = False
+) -> torch.Tensor:
     """``d score / d x`` (run inside :func:`explaining`), computed channels-last on a CPU
     (:func:`vismap._core.fast_layout`), where a forward and backward pass of the course's models
-    run 1.3-2x faster than in NCHW.
+    run 1.3-2x faster than in NCHW; returned in NCHW, or as computed with ``keep_layout``.
 
     Channels-last sums a convolution's terms in another order. Activations that are equal in
     exact arithmetic (an image's perfectly flat regions) can then come out a few ulps apart, and
@@ -141,7 +144,7 @@ def _gradients(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tenso
     x = fast_layout(x.detach()).requires_grad_(True)
     score = target_scores(model(x), target)
     (grad,) = torch.autograd.grad(score.sum(), x)  # samples are independent in eval mode
-    return grad.contiguous()
+    return grad if keep_layout else grad.contiguous()
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
@@ -399,9 +402,9 @@ def occlusion(
             chunk = max(1, batch_size // n)
             for start in range(0, len(masks), chunk):
                 m = masks[start : start + chunk, None, None]  # (p, 1, 1, H, W)
-                occluded = x * (1 - m) + baseline * m  # (p, n, C, H, W)
-                batch = fast_layout(occluded.flatten(0, 1))
-                out = model(batch)
+                # x (1 - m) + b m, exactly x or b as m is 0 or 1, in one pass: (p, n, C, H, W)
+                occluded = torch.lerp(x[None], baseline, m)
+                out = model(fast_layout(occluded.flatten(0, 1)))
                 scores = target_scores(out, per_target(len(m))).view(len(m), n)
                 drops.append(base - scores)
     drop = torch.cat(drops)  # (P, n)
@@ -656,20 +659,41 @@ def smoothgrad(
     noise = torch.randn(
         (len(x) * samples, *x.shape[1:]), generator=generator, dtype=x.dtype, device=where
     ).to(x.device)
-    noisy = x.repeat_interleave(samples, 0) + sigma * noise  # x + g_i, image-major
+    # x + g_i, g_i ~ N(0, sigma^2), image-major, in the layout the model runs fastest in (one
+    # layout conversion, of the noise; the rest in place)
+    noisy = fast_layout(noise.mul_(sigma))
+    each = (len(x), samples, *x.shape[1:])
+    noisy.view(each).add_(fast_layout(x.detach())[:, None])
     per_copy = _each_copy(target, samples)
-    maps = torch.cat(
-        [
-            base(
-                model,
-                noisy[i : i + batch_size],
-                slice_target(per_copy, i, i + batch_size, len(noisy)),
-                **options,
+    starts = range(0, len(noisy), batch_size)
+    if base is saliency and not options:  # the paper's base map, the gradient: one
+        # explaining() for every batch, no check of each noisy batch, and the maps kept in the
+        # fast layout until their mean
+        with explaining(model):
+            maps = torch.cat(
+                [
+                    _gradients(
+                        model,
+                        noisy[i : i + batch_size],
+                        slice_target(per_copy, i, i + batch_size, len(noisy)),
+                        keep_layout=True,
+                    )
+                    for i in starts
+                ]
             )
-            for i in range(0, len(noisy), batch_size)
-        ]
-    )
-    return maps.view(len(x), samples, *maps.shape[1:]).mean(1)  # 1/N sum_i
+    else:
+        maps = torch.cat(
+            [
+                base(
+                    model,
+                    noisy[i : i + batch_size],
+                    slice_target(per_copy, i, i + batch_size, len(noisy)),
+                    **options,
+                )
+                for i in starts
+            ]
+        )
+    return maps.view(len(x), samples, *maps.shape[1:]).mean(1).contiguous()  # 1/N sum_i
 
 
 def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
@@ -766,7 +790,11 @@ def integrated_gradients(
     alphas, weights = path_rule(steps, rule)
     b = _baseline(baseline, x)
     alphas, weights = alphas.to(x.dtype).to(x.device), weights.to(x.dtype).to(x.device)
-    path = (b[None] + alphas.view(-1, 1, 1, 1, 1) * (x - b)[None]).flatten(0, 1)  # (steps n, ...)
+    # x' + alpha_k (x - x'), point-major, (steps n, C, H, W), built in the fastest layout
+    path = fast_empty((steps * len(x), *x.shape[1:]), x)
+    each = (steps, *x.shape)
+    step = alphas.view(-1, 1, 1, 1, 1) * (x.detach() - b)[None]
+    torch.add(b[None], step, out=path.view(each))
     per_point = repeat_target(target, steps)
     with explaining(model):
         grads = torch.cat(
@@ -822,12 +850,6 @@ def gradcam_pp(
     return _at_input(maps, x, upsampled)
 
 
-def _rescaled(maps: torch.Tensor) -> torch.Tensor:
-    """Each map of ``(K, H, W)`` scaled to [0, 1] by its min and max; a constant map to 0."""
-    low, high = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
-    return torch.where(high > low, (maps - low) / (high - low), 0.0)
-
-
 def scorecam(
     model: nn.Module,
     x: torch.Tensor,
@@ -867,26 +889,47 @@ def scorecam(
         scores = torch.empty(a.shape[:2], dtype=x.dtype, device=x.device)  # S_k, (n, K)
         with torch.no_grad():
             for i in range(len(x)):
-                h = _rescaled(upsample(a[i : i + 1], x.shape[-2:])[0])  # H_k, (K, H, W)
-                live = (h.flatten(1) > 0).any(1).nonzero()[:, 0]
-                dead = len(live) < len(h)  # constant maps: all of them mask x to zero
-                masks = torch.cat([h[live], h.new_zeros((1, *h.shape[1:]))]) if dead else h[live]
-                masked = x[i : i + 1] * masks[:, None]  # x * H_k, (K', C, H, W)
-                s = torch.cat(
-                    [
-                        target_scores(
-                            model(fast_layout(masked[j : j + batch_size])),
-                            _target_of(target, i, len(x)),
-                        )
-                        for j in range(0, len(masked), batch_size)
-                    ]
-                )
-                if dead:
-                    scores[i] = s[-1]
-                scores[i, live] = s[: len(live)]
+                target_i = _target_of(target, i, len(x))
+                _score_masks(model, x[i : i + 1], a[i], target_i, batch_size, out=scores[i])
     alpha = scores.softmax(1)
     maps = F.relu(torch.einsum("nk,nkhw->nhw", alpha, a))[:, None]
     return _at_input(maps, x, upsampled)
+
+
+def _score_masks(
+    model: nn.Module,
+    image: torch.Tensor,
+    a: torch.Tensor,
+    target: Target,
+    batch_size: int,
+    out: torch.Tensor,
+) -> None:
+    """Score-CAM's scores of one image ``(1, C, H, W)``, ``out[k] = S_k = y^c(x * H_k)`` for its
+    feature maps ``a (K, h, w)``, with ``H_k = (Up(A^k) - min) / (max - min)`` (run in
+    ``torch.no_grad()``).
+
+    The masks are scaled in place; each batch of ``batch_size`` masked images is written
+    straight into the faster memory layout (once, not converted). A constant map's mask is all
+    zeros, the same for every such map: it is scored once."""
+    up = upsample(a[None], image.shape[-2:])[0]  # Up(A^k), (K, H, W)
+    low, high = up.amin((1, 2), keepdim=True), up.amax((1, 2), keepdim=True)
+    varies = (high > low).flatten()
+    masks = up.sub_(low).div_(torch.where(varies[:, None, None], high - low, 1.0))  # H_k
+    live = varies.nonzero()[:, 0]
+    dead = (~varies).nonzero()[:, 0]  # a constant map's mask: 0 / 1 = 0 everywhere
+    if len(dead):  # every distinct mask once: the live ones, then the all-zero one
+        masks = masks[torch.cat([live, dead[:1]])]
+    image = fast_layout(image)
+    batch = fast_empty((min(batch_size, len(masks)), *image.shape[1:]), image)
+    scores = []
+    for j in range(0, len(masks), batch_size):
+        h = masks[j : j + batch_size]
+        masked = torch.mul(image, h[:, None], out=batch[: len(h)])  # x * H_k
+        scores.append(target_scores(model(masked), target))
+    s = torch.cat(scores)
+    out[live] = s[: len(live)]
+    if len(dead):
+        out[dead] = s[-1]
 
 
 def _target_of(target: Target, i: int, n: int) -> Target:
