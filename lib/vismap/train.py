@@ -281,9 +281,9 @@ def train_shapes_model(
     one yes/no target per class with :func:`multilabel_loss`, or soft targets 1/2-1/2 for the
     pairs with the softmax cross-entropy) with random sub-pixel shifts (:func:`fit`), in the
     channels-last memory layout (the same function, about 1.5x faster on a CPU), folds the batch
-    norms away (:func:`fold_batchnorm`) and measures, on held-out scenes of seed ``HELDOUT_SEED``: the
-    accuracy on 2,000 one-object scenes, the rate at which both classes of 2,000 two-object
-    scenes are the top two scores, and the accuracy after a half-pixel shift.
+    norms away (:func:`fold_batchnorm`) and measures, on held-out scenes of seed
+    ``HELDOUT_SEED``: the accuracy on 2,000 one-object scenes, the rate at which both classes of
+    2,000 two-object scenes are the top two scores, and the accuracy after a half-pixel shift.
 
     Returns:
         ``(model, record)``: the eval-mode plain model and what the manifest records of it.
