@@ -394,18 +394,28 @@ def occlusion(
     masks = masks.to(x.dtype)
     baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
 
+    corners = [(int(t), int(left)) for t in tops for left in lefts]  # the order of masks
+
     with explaining(model):
         with torch.no_grad():
-            base = target_scores(model(fast_layout(x)), target)  # (n,)
+            image, hidden = fast_layout(x.detach()), fast_layout(baseline.detach())
+            base = target_scores(model(image), target)  # (n,)
             per_target = _repeat_target(target, n)
             drops = []
             chunk = max(1, batch_size // n)
-            for start in range(0, len(masks), chunk):
-                m = masks[start : start + chunk, None, None]  # (p, 1, 1, H, W)
-                # x (1 - m) + b m, exactly x or b as m is 0 or 1, in one pass: (p, n, C, H, W)
-                occluded = torch.lerp(x[None], baseline, m)
-                out = model(fast_layout(occluded.flatten(0, 1)))
-                scores = target_scores(out, per_target(len(m))).view(len(m), n)
+            batch = fast_empty((min(chunk, len(corners)) * n, *x.shape[1:]), x)
+            for start in range(0, len(corners), chunk):
+                windows = corners[start : start + chunk]
+                # x_p = x (1 - m_p) + b m_p: copies of x, then b inside each window, written
+                # straight into the fast layout, (p n, C, H, W)
+                occluded = batch[: len(windows) * n]
+                copies = occluded.view(len(windows), *x.shape)
+                copies.copy_(image.expand_as(copies))
+                for j, (t, left) in enumerate(windows):
+                    rect = (..., slice(t, t + wh), slice(left, left + ww))
+                    copies[j][rect] = hidden[rect]
+                out = model(occluded)
+                scores = target_scores(out, per_target(len(windows))).view(len(windows), n)
                 drops.append(base - scores)
     drop = torch.cat(drops)  # (P, n)
     total = torch.einsum("pn,phw->nhw", drop, masks)
