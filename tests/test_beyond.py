@@ -45,8 +45,9 @@ def case(request, course):
     images, torchvision's (the session's shared models, slow on a CPU; a test must not change
     them) on random 64x64 images, their in-place ReLUs kept."""
     name, targets = request.param, torch.tensor([1, 4, 2])
-    if name in course:
-        return name, course[name], LAYERS[name], vm.data.make_shapes(3, seed=41).images, targets
+    if name in course:  # each image's own class: a map of an absent class may be empty
+        scenes = vm.data.make_shapes(3, seed=41)
+        return name, course[name], LAYERS[name], scenes.images, scenes.labels
     noise = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     model = request.getfixturevalue("torchvision_models")[name]
     return name, model, LAYERS[name], noise, targets
@@ -365,9 +366,11 @@ def test_gradcam_pp_equals_pytorch_grad_cam(case):
     name, model, layer, x, target = case
     got = E.normalize(E.gradcam_pp(model, x, target, layer=layer, eps=1e-6))[:, 0]
     # vismap runs the model channels-last on a CPU. Given the same memory layout, the reference
-    # sees the same gradients, and the formulas agree to 1e-5:
+    # sees the same gradients, and the maps agree to 2e-5 of their maximum (the rest is OpenCV's
+    # float32 resize against torch's interpolate, as for Grad-CAM: measured 1.03e-5 on
+    # shapes-cnn):
     same_layout = _pgc("GradCAMPlusPlus", model, layer, fast_layout(x), target)
-    np.testing.assert_allclose(got.numpy(), same_layout, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(got.numpy(), same_layout, atol=2e-5, err_msg=name)
     # In NCHW its gradients differ in the last bits, and the weights' g^2 and g^3 amplify that
     # (measured up to 3e-5 of the map's maximum on shapes-cnn): equal only to 1e-4.
     want = _pgc("GradCAMPlusPlus", model, layer, x, target)
@@ -404,6 +407,7 @@ def test_scorecam_equals_pytorch_grad_cam(case, monkeypatch):
     got = E.normalize(E.scorecam(model, x[:2], target[:2], layer=layer))[:, 0]
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, err_msg=name)
     assert hook_count(model) == 0
+    assert (want.reshape(len(want), -1).max(1) > 0).all(), (name, "an empty map proves nothing")
     if as_shipped is not None:
         difference = np.abs(as_shipped - want).max()
         assert difference > 1e-4, (name, difference)
