@@ -323,3 +323,47 @@ def test_occlusion_splits_many_images_into_batches():
     split = vm.explain.occlusion(model, d.images, d.labels, window=16, stride=16,
                                  baseline=baseline, batch_size=4)
     torch.testing.assert_close(split, whole)
+
+
+# ------------------------------------------------------------------ the fast paths equal the plain ones
+
+
+def test_fast_relu_rules_equal_their_masks():
+    # _core computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
+    # the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
+    from vismap._core import _MASKED, RULES
+
+    y = torch.tensor([[-1.0, 0.0, 2.0], [3.0, 0.0, -0.5]]).repeat(2, 1)
+    r = torch.tensor([[0.5, -1.0, 0.0], [-2.0, 0.0, 1.5]]).repeat_interleave(2, 0)
+    for rule in RULES:
+        want = torch.where(RULES[rule](y, r), r, torch.zeros_like(r))
+        assert torch.equal(_MASKED[rule](y.clone(), r.clone()), want), rule
+
+
+def test_smoothgrad_default_base_equals_the_wrapped_gradient(shapes):
+    # the default base (the gradient) takes a fast path; any other base the general one
+    model = vm.models.load_pretrained("shapes-cnn")
+    x, t = shapes.images[:3], shapes.labels[:3]
+    fast = E.smoothgrad(model, x, t, samples=4, sigma=0.1, generator=torch.Generator().manual_seed(3))
+    general = E.smoothgrad(model, x, t, samples=4, sigma=0.1,
+                           method=lambda m, xx, tt: E.saliency(m, xx, tt),
+                           generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(fast, general, atol=1e-6, rtol=1e-6)
+
+
+def test_explaining_restores_modes_after_a_switch_or_an_exception():
+    model = vm.models.load_pretrained("shapes-cnn")
+    model.classifier.train()  # a mixed state: features in eval mode, the head in train mode
+    model.features[0].weight.requires_grad_(False)
+    before = [(m.training) for m in model.modules()]
+    grads = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="inside"):
+        with vm._core.explaining(model):
+            model.features.train()
+            raise RuntimeError("inside")
+    with vm._core.explaining(model):
+        model.eval()
+        model.features[3].weight.requires_grad_(False)
+    assert [m.training for m in model.modules()] == before
+    assert [p.requires_grad for p in model.parameters()] == grads
+    assert hook_count(model) == 0
