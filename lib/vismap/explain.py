@@ -147,6 +147,24 @@ def _gradients(
     return grad if keep_layout else grad.contiguous()
 
 
+def _gradients_in_batches(
+    model: nn.Module, x: torch.Tensor, target: Target, batch_size: int, keep_layout: bool = False
+) -> torch.Tensor:
+    """:func:`_gradients` of a stack of images (noisy copies, path points), ``batch_size`` of
+    them per forward and backward pass (run inside :func:`explaining`)."""
+    return torch.cat(
+        [
+            _gradients(
+                model,
+                x[i : i + batch_size],
+                slice_target(target, i, i + batch_size, len(x)),
+                keep_layout=keep_layout,
+            )
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+
+
 def saliency(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """The gradient of the target score with respect to the input pixels.
 
@@ -680,17 +698,7 @@ def smoothgrad(
         # explaining() for every batch, no check of each noisy batch, and the maps kept in the
         # fast layout until their mean
         with explaining(model):
-            maps = torch.cat(
-                [
-                    _gradients(
-                        model,
-                        noisy[i : i + batch_size],
-                        slice_target(per_copy, i, i + batch_size, len(noisy)),
-                        keep_layout=True,
-                    )
-                    for i in starts
-                ]
-            )
+            maps = _gradients_in_batches(model, noisy, per_copy, batch_size, keep_layout=True)
     else:
         maps = torch.cat(
             [
@@ -807,16 +815,7 @@ def integrated_gradients(
     torch.add(b[None], step, out=path.view(each))
     per_point = repeat_target(target, steps)
     with explaining(model):
-        grads = torch.cat(
-            [
-                _gradients(
-                    model,
-                    path[i : i + batch_size],
-                    slice_target(per_point, i, i + batch_size, len(path)),
-                )
-                for i in range(0, len(path), batch_size)
-            ]
-        )
+        grads = _gradients_in_batches(model, path, per_point, batch_size)
     average = torch.einsum("k,kn...->n...", weights, grads.view(steps, *x.shape))
     return (x - b) * average
 
