@@ -29,11 +29,16 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
+# One pytest worker per core (pytest-xdist), each file (each notebook: its cells run in order
+# in one kernel) on one worker, one torch thread per worker: these small models gain far more
+# from two processes than from two threads.
+XDIST := -n auto --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) --nbval-lax --nbval-current-env
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib

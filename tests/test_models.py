@@ -110,6 +110,30 @@ def test_fit_reduces_the_loss_and_is_seeded():
 
 
 @pytest.mark.slow
+def test_train_command_writes_the_checkpoint_and_its_manifest_entry(tmp_path, monkeypatch, capsys):
+    # `python -m vismap.train` end to end, on a recipe shrunk to a few steps (in this process:
+    # --jobs 1; side by side the workers would re-import the full recipe)
+    small = {**vm.train.RECIPES["shapes-cnn"], "steps": 3, "n_single": 64, "n_pairs": 64}
+    monkeypatch.setitem(vm.train.RECIPES, "shapes-cnn", small)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        vm.train.main(["--only", "shapes-cnn", "--out", str(tmp_path), "--jobs", "1"])
+        assert torch.get_num_threads() == 1  # the default: one thread, as the shipped files
+    finally:
+        torch.set_num_threads(threads)
+    entry = read_manifest(tmp_path)["files"]["shapes-cnn.pt"]
+    assert entry["sha256"] == vm.models.sha256(tmp_path / "shapes-cnn.pt")
+    assert entry["command"] == "python -m vismap.train --only shapes-cnn --seed 0"
+    assert entry["threads"] == 1 and entry["steps"] == 3
+    assert "shapes-cnn: held-out accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        vm.train.main(["--threads", "0", "--out", str(tmp_path)])
+    assert "--threads and --jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh):
     entry = read_manifest()["files"][f"{name}.pt"]

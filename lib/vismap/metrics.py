@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage, stats
+from scipy import ndimage
 from torch import nn
 
 from ._core import Layer, Target, check_input, explaining, resolve_layer, target_classes
@@ -641,5 +641,7 @@ def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
             "pixel_auroc needs masks with both positive and negative pixels; "
             f"got {n_pos} positive and {n_neg} negative"
         )
+    from scipy import stats  # here, not at the top: scipy.stats takes 0.6 s to import
+
     ranks = stats.rankdata(maps.detach().reshape(-1).double().cpu().numpy())
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
