@@ -144,6 +144,33 @@ def test_deletion_and_insertion_curves_by_hand():
     )
 
 
+class ThreeScores(nn.Module):
+    """Logits ``(m, 0.3 m, -m)`` of the image's mean ``m``."""
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([m, 0.3 * m, -m], 1)
+
+
+def test_deletion_follows_the_softmax_or_the_sigmoid_probability():
+    # an all-ones image with k/4 of its pixels deleted to black has the mean m_k = 1 - k/4
+    x = torch.ones(1, 3, 8, 8)
+    maps = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    m = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    logits = torch.stack([m, 0.3 * m, -m], 1)
+    softmax = M.deletion_curve(ThreeScores(), x, 0, maps, steps=4)[0]
+    torch.testing.assert_close(softmax, logits.softmax(1)[:, 0])
+    sigmoid = M.deletion_curve(ThreeScores(), x, 0, maps, steps=4, probability="sigmoid")[0]
+    torch.testing.assert_close(sigmoid, torch.sigmoid(m))  # class 0's own yes/no probability
+    assert (sigmoid - softmax).abs().max() > 0.1
+    torch.testing.assert_close(
+        M.insertion_auc(ThreeScores(), x, 0, maps, steps=4, baseline=0.0, probability="sigmoid"),
+        torch.trapezoid(torch.sigmoid(m.flip(0)), dx=0.25)[None],
+    )
+    with pytest.raises(ValueError, match="unknown probability 'logit'; valid: softmax, sigmoid"):
+        M.deletion_auc(ThreeScores(), x, 0, maps, probability="logit")
+
+
 def test_deletion_of_an_irrelevant_region_changes_nothing():
     model = QuadrantModel().train()
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) + 0.5

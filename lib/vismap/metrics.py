@@ -55,6 +55,7 @@ __all__ = [
     "importance",
     "blur",
     "deletion_curve",
+    "PROBABILITIES",
     "deletion_auc",
     "insertion_curve",
     "insertion_auc",
@@ -280,6 +281,15 @@ def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return shuffle[ranked]
 
 
+# How a classifier's logits ``y`` become the probability of class ``c`` that deletion and
+# insertion follow: ``softmax(y)_c`` for a softmax classifier (RISE's), ``sigmoid(y_c)`` for a
+# multi-label one (one yes/no question per class, as vismap.train.multilabel_loss trains).
+PROBABILITIES = {
+    "softmax": lambda logits: F.softmax(logits, 1),
+    "sigmoid": torch.sigmoid,
+}
+
+
 def _perturbation_curve(
     model: nn.Module,
     x: torch.Tensor,
@@ -289,14 +299,21 @@ def _perturbation_curve(
     start: torch.Tensor,
     end: torch.Tensor,
     batch_size: int,
+    probability: str = "softmax",
 ) -> torch.Tensor:
     """The target's probability on images that take, at step ``k``, the ``round(k H W /
     steps)`` pixels the map ranks first from ``end`` and the others from ``start``."""
     n, _, h, w = x.shape
     if callable(target) and not isinstance(target, torch.Tensor):
         raise ValueError(
-            "deletion and insertion measure a class's softmax probability: give an "
+            "deletion and insertion measure a class's probability: give an "
             "int or one class per image, not a callable target"
+        )
+    if probability not in PROBABILITIES:
+        raise ValueError(
+            f"unknown probability {probability!r}; valid: {', '.join(PROBABILITIES)} "
+            "(softmax for a classifier trained with the softmax cross-entropy, sigmoid for one "
+            "trained with one sigmoid per class)"
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(
@@ -320,7 +337,7 @@ def _perturbation_curve(
             out = model(batch.contiguous(memory_format=torch.channels_last))
             if classes is None:
                 classes = target_classes(target, n, out.shape[1], x.device)
-            probs[j] = F.softmax(out, 1).gather(1, classes[i, None])[:, 0]
+            probs[j] = PROBABILITIES[probability](out).gather(1, classes[i, None])[:, 0]
     return probs.view(n, steps + 1)
 
 
@@ -333,6 +350,7 @@ def deletion_curve(
     steps: int = 32,
     baseline: float | str | torch.Tensor = 0.0,
     batch_size: int = 64,
+    probability: str = "softmax",
 ) -> torch.Tensor:
     """The deletion curve (Petsiuk, Das & Saenko 2018, *RISE: Randomized Input Sampling for
     Explanation of Black-box Models*, Sec. 4.2).
@@ -340,11 +358,13 @@ def deletion_curve(
     Order the pixels by the map, most important first (:func:`importance`: a colour map by
     ``max_c |M_c|``, a one-channel map by its signed value; ties broken at random, by a fixed
     permutation). At step ``k = 0 .. steps`` replace the first ``round(k H W / steps)`` of them
-    (all channels) by the ``baseline`` and record the target's softmax probability
-    ``p_k = softmax(f(x_k))_c``. If the map found what the model uses, the probability falls
-    at once. All ``n (steps + 1)`` perturbed images go through the model ``batch_size`` at a
-    time (on a CPU about 64 is fastest, as for :func:`vismap.explain.occlusion`; on a GPU give
-    more), under ``torch.no_grad()``; the model is left as it was.
+    (all channels) by the ``baseline`` and record the target's probability
+    ``p_k = softmax(f(x_k))_c`` (or ``sigmoid(f(x_k)_c)`` with ``probability="sigmoid"``, for
+    a multi-label classifier: :data:`PROBABILITIES`). If the map found what the model uses,
+    the probability falls at once. All ``n (steps + 1)`` perturbed images go through the model
+    ``batch_size`` at a time (on a CPU about 64 is fastest, as for
+    :func:`vismap.explain.occlusion`; on a GPU give more), under ``torch.no_grad()``; the model
+    is left as it was.
 
     Args:
         model: a classifier, ``(n, C, H, W) -> (n, classes)`` logits.
@@ -354,13 +374,15 @@ def deletion_curve(
         steps: the number of equal fractions, >= 1.
         baseline: what deleted pixels become: a number (a constant image; RISE uses 0), the
             string ``"blur"`` (:func:`blur` of ``x``), or a tensor broadcastable to ``x``.
+        probability: ``"softmax"`` (RISE's, for a softmax classifier) or ``"sigmoid"`` (for a
+            multi-label classifier, whose class probabilities are ``sigmoid(y_c)``).
 
     Returns:
         ``(n, steps + 1)`` probabilities at the fractions ``0, 1/steps, ..., 1``.
     """
     check_input(x)
     base = _baseline(baseline, x)
-    return _perturbation_curve(model, x, target, maps, steps, x, base, batch_size)
+    return _perturbation_curve(model, x, target, maps, steps, x, base, batch_size, probability)
 
 
 def insertion_curve(
@@ -372,6 +394,7 @@ def insertion_curve(
     steps: int = 32,
     baseline: float | str | torch.Tensor = "blur",
     batch_size: int = 64,
+    probability: str = "softmax",
 ) -> torch.Tensor:
     """The insertion curve (Petsiuk et al. 2018, Sec. 4.2): start from the ``baseline`` (by
     default a blurred copy of the image, as in RISE) and put back the image's pixels in the
@@ -380,7 +403,7 @@ def insertion_curve(
     (fraction 1)."""
     check_input(x)
     base = _baseline(baseline, x)
-    return _perturbation_curve(model, x, target, maps, steps, base, x, batch_size)
+    return _perturbation_curve(model, x, target, maps, steps, base, x, batch_size, probability)
 
 
 def _auc(curve: torch.Tensor) -> torch.Tensor:
@@ -397,13 +420,21 @@ def deletion_auc(
     steps: int = 32,
     baseline: float | str | torch.Tensor = 0.0,
     batch_size: int = 64,
+    probability: str = "softmax",
 ) -> torch.Tensor:
     """Area under the :func:`deletion_curve` (trapezoid rule over the deleted fraction in
     [0, 1]), ``(n,)``. **Lower is better**: the probability falls fast when what the map ranks
     first is deleted."""
     return _auc(
         deletion_curve(
-            model, x, target, maps, steps=steps, baseline=baseline, batch_size=batch_size
+            model,
+            x,
+            target,
+            maps,
+            steps=steps,
+            baseline=baseline,
+            batch_size=batch_size,
+            probability=probability,
         )
     )
 
@@ -417,12 +448,20 @@ def insertion_auc(
     steps: int = 32,
     baseline: float | str | torch.Tensor = "blur",
     batch_size: int = 64,
+    probability: str = "softmax",
 ) -> torch.Tensor:
     """Area under the :func:`insertion_curve` (trapezoid rule over the inserted fraction in
     [0, 1]), ``(n,)``. **Higher is better**."""
     return _auc(
         insertion_curve(
-            model, x, target, maps, steps=steps, baseline=baseline, batch_size=batch_size
+            model,
+            x,
+            target,
+            maps,
+            steps=steps,
+            baseline=baseline,
+            batch_size=batch_size,
+            probability=probability,
         )
     )
 
