@@ -808,16 +808,26 @@ def integrated_gradients(
     alphas, weights = path_rule(steps, rule)
     b = _baseline(baseline, x)
     alphas, weights = alphas.to(x.dtype).to(x.device), weights.to(x.dtype).to(x.device)
-    # x' + alpha_k (x - x'), point-major, (steps n, C, H, W), built in the fastest layout
-    path = fast_empty((steps * len(x), *x.shape[1:]), x)
-    each = (steps, *x.shape)
-    step = alphas.view(-1, 1, 1, 1, 1) * (x.detach() - b)[None]
-    torch.add(b[None], step, out=path.view(each))
-    per_point = repeat_target(target, steps)
+    start, length = fast_layout(b), fast_layout(x.detach() - b)
+    # The path's points x' + alpha_k (x - x'), built a batch at a time in the fastest layout:
+    # m points of every image per batch (or, for more images than a batch holds, one point of
+    # a slice of them). Each batch's gradients are weighted and summed into sum_k w_k dy/dx at
+    # once, so no (steps n, C, H, W) tensor is ever held.
+    n = len(x)
+    m, width = max(1, batch_size // n), min(n, batch_size)
+    average = torch.zeros_like(length)
     with explaining(model):
-        grads = _gradients_in_batches(model, path, per_point, batch_size)
-    average = torch.einsum("k,kn...->n...", weights, grads.view(steps, *x.shape))
-    return (x - b) * average
+        for k in range(0, steps, m):
+            a, w = alphas[k : k + m].view(-1, 1, 1, 1, 1), weights[k : k + m]
+            for j in range(0, n, width):
+                images = slice(j, j + width)
+                points = (start[images][None] + a * length[images][None]).flatten(0, 1)
+                part = repeat_target(slice_target(target, j, j + width, n), len(w))
+                grad = _gradients(model, points, part, keep_layout=True)
+                average[images] += torch.einsum(
+                    "k,kn...->n...", w, grad.view(len(w), -1, *x.shape[1:])
+                )
+    return (x - b) * average.contiguous()
 
 
 # --------------------------------------------------------------------------------------------
