@@ -150,7 +150,7 @@ def _gradients(
 def _gradients_in_batches(
     model: nn.Module, x: torch.Tensor, target: Target, batch_size: int, keep_layout: bool = False
 ) -> torch.Tensor:
-    """:func:`_gradients` of a stack of images (noisy copies, path points), ``batch_size`` of
+    """:func:`_gradients` of a stack of images (SmoothGrad's noisy copies), ``batch_size`` of
     them per forward and backward pass (run inside :func:`explaining`)."""
     return torch.cat(
         [

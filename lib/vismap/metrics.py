@@ -680,7 +680,7 @@ def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
             "pixel_auroc needs masks with both positive and negative pixels; "
             f"got {n_pos} positive and {n_neg} negative"
         )
-    from scipy import stats  # here, not at the top: scipy.stats takes 0.6 s to import
+    from scipy.stats import rankdata  # imported here: scipy.stats takes a second to import
 
-    ranks = stats.rankdata(maps.detach().reshape(-1).double().cpu().numpy())
+    ranks = rankdata(maps.detach().reshape(-1).double().cpu().numpy())
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
