@@ -330,8 +330,10 @@ def completeness_errors(model, d, steps=None):
 # shapes-allconv's path integrand is the roughest (more ReLU kinks, no pooling): at the default
 # 256 points it measured a median 1.0 % and a max 3.4-4.7 % on 24-48 held-out scenes, at the
 # edge of the target, so it is held to 2 % / 7.5 %.
-COMPLETENESS = {"shapes-cnn": (0.01, 0.05), "shapes-gap": (0.01, 0.05),
-                "shapes-allconv": (0.02, 0.075)}
+# shapes-cnn is held to the target in chapter 10 (notebooks/10_beyond.ipynb, run by make test):
+# on its own 24 held-out scenes it asserts the default's median <= 1 % and max <= 5 % and that
+# the error shrinks with the steps, for both quadrature rules; it is not checked twice.
+COMPLETENESS = {"shapes-gap": (0.01, 0.05), "shapes-allconv": (0.02, 0.075)}
 
 
 @pytest.mark.slow
@@ -343,10 +345,10 @@ def test_integrated_gradients_completeness_on_held_out_images(course):
     default = inspect.signature(E.integrated_gradients).parameters["steps"].default
     assert default == 256
     d = vm.data.make_shapes(24, seed=vm.data.HELDOUT_SEED)
-    for name, model in course.items():
+    for name, (median, most) in COMPLETENESS.items():
+        model = course[name]
         coarse, fine = completeness_errors(model, d, 64), completeness_errors(model, d)
         assert float(fine.median()) <= 0.5 * float(coarse.median()), (name, coarse, fine)
-        median, most = COMPLETENESS[name]
         assert float(fine.median()) <= median and float(fine.max()) <= most, (name, fine)
 
 
@@ -401,13 +403,16 @@ def test_scorecam_equals_pytorch_grad_cam(case, monkeypatch):
     # differ, by how much is checked below (on every model but VGG-11).
     monkeypatch.setenv("TQDM_DISABLE", "1")
     name, model, layer, x, target = case
-    # two images on the course's models; one on torchvision's (512 masked forwards of an
-    # ImageNet-size network per image and per library: the costliest test of the suite)
+    # two images on the course's models; one on torchvision's (one masked forward of an
+    # ImageNet-size network per feature map, per image and per library)
     k = 1 if name in ("resnet18", "vgg11") else 2
     x, target = x[:k], target[:k]
     # Wang et al. mask with rectified activation maps: at shapes-cnn's conv output (features.9)
-    # the softmax-weighted sum of its maps is negative everywhere on these scenes (an empty map)
-    layer = "features.10" if name == "shapes-cnn" else layer
+    # the softmax-weighted sum of its maps is negative everywhere on these scenes (an empty map).
+    # VGG-11 at its second conv (128 maps, 32x32), not its last (512 maps: 4x the forwards, the
+    # costliest test of the suite): ResNet-18's layer4 already has 512 maps, and what VGG-11
+    # adds, a conv whose output the next in-place ReLU overwrites, holds at every conv layer.
+    layer = {"shapes-cnn": "features.10", "vgg11": "features.3"}.get(name, layer)
     as_shipped = None if name == "vgg11" else _pgc("ScoreCAM", model, layer, x, target)
     monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d", HalfPixelUpsampling)
     want = _pgc("ScoreCAM", model, layer, x, target)

@@ -143,7 +143,8 @@ def _run_nbval(tmp_path: Path, nb: nbformat.NotebookNode, name: str) -> subproce
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"),
                VISMAP_EXECUTED_DIR=str(tmp_path / "executed"))
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "nbsave", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-q", "-p", "light_imports", "-p", "nbsave",
+         "-p", "no:cacheprovider",
          "--nbval-lax", "--nbval-current-env", "-c", str(tmp_path / "pytest.ini"), name],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
