@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.smoke:
         tiny = dict(occlusion_images=1, sampled_images=1, samples=2, steps=2, score_images=1)
         plan = [(shapes_setting(2, window=16, stride=16, **tiny), 1, 0),
-                (resnet_setting(2, size=64, window=32, stride=32, score_size=64, **tiny), 1, 0)]
+                (resnet_setting(2, size=64, window=32, stride=32, score_size=40, **tiny), 1, 0)]
     else:
         plan = [(shapes_setting(64), 7, 2), (resnet_setting(8), 5, 1)]
     if args.only:

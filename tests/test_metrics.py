@@ -276,6 +276,15 @@ def test_deletion_bad_input():
 # ------------------------------------------------------------------ sanity checks
 
 
+def test_ranks_equal_scipy_rankdata_with_ties():
+    g = torch.Generator().manual_seed(3)
+    for rows in (torch.randint(0, 4, (4, 50), generator=g).double(),  # many ties
+                 torch.rand(3, 200, generator=g, dtype=torch.float64),  # none
+                 torch.zeros(2, 7, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)):
+        np.testing.assert_array_equal(M._ranks(rows).numpy(),
+                                      stats.rankdata(rows.numpy(), axis=1))
+
+
 def test_spearman_and_ssim_against_references():
     g = torch.Generator().manual_seed(6)
     a = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()  # many ties

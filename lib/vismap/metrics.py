@@ -471,30 +471,42 @@ def insertion_auc(
 # --------------------------------------------------------------------------------------------
 
 
-def _as_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _as_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if a.shape != b.shape or a.dim() < 2:
         raise ValueError(
             f"compare two batches of maps of the same shape (n, ...), got "
             f"{tuple(a.shape)} and {tuple(b.shape)}"
         )
-    return (
-        a.detach().flatten(1).cpu().double().numpy(),
-        b.detach().flatten(1).cpu().double().numpy(),
-    )
+    return a.detach().flatten(1).cpu().double(), b.detach().flatten(1).cpu().double()
+
+
+def _ranks(rows: torch.Tensor) -> torch.Tensor:
+    """The rank of every value within its row of ``rows (n, m)``, from 1 to ``m``; tied values
+    share the mean of their ranks (``scipy.stats.rankdata(rows, axis=1)``).
+
+    In a sorted row, a run of equal values at positions ``first .. last`` (0-based) takes the
+    rank ``(first + last) / 2 + 1``."""
+    values, order = rows.sort(dim=1, stable=True)
+    m = values.shape[1]
+    position = torch.arange(m, device=rows.device).expand_as(values)
+    differs = values[:, 1:] != values[:, :-1]  # a new run starts at j + 1
+    edge = torch.ones_like(values[:, :1], dtype=torch.bool)
+    starts, ends = torch.cat([edge, differs], 1), torch.cat([differs, edge], 1)
+    first = torch.where(starts, position, 0).cummax(1).values  # the last start at or before j
+    last = torch.where(ends, position, m).flip(1).cummin(1).values.flip(1)  # first end from j on
+    return torch.empty_like(values).scatter_(1, order, (first + last).to(values.dtype) / 2 + 1)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman's rank correlation between paired maps ``a, b (n, ...)``, one per pair ``(n,)``:
-    the Pearson correlation of their pixel ranks (tied pixels share the mean of their ranks).
-    A constant map has no order to compare: its correlation is 0, not NaN."""
-    from scipy.stats import rankdata  # imported here: scipy.stats takes a second to import
-
+    the Pearson correlation of their pixel ranks (:func:`_ranks`: tied pixels share the mean of
+    their ranks). A constant map has no order to compare: its correlation is 0, not NaN."""
     rows_a, rows_b = _as_rows(a, b)
-    ra, rb = rankdata(rows_a, axis=1), rankdata(rows_b, axis=1)
-    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
-    norm = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    rho = np.where(norm > 0, (ra * rb).sum(1) / np.where(norm > 0, norm, 1.0), 0.0)
-    return torch.from_numpy(rho).float()
+    ra, rb = _ranks(rows_a), _ranks(rows_b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    norm = ((ra**2).sum(1) * (rb**2).sum(1)).sqrt()
+    rho = torch.where(norm > 0, (ra * rb).sum(1) / torch.where(norm > 0, norm, 1.0), 0.0)
+    return rho.float()
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -672,15 +684,13 @@ def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
     masks = _maps_2d(masks, "masks").bool()
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
-    positive = masks.reshape(-1).cpu().numpy()
+    positive = masks.reshape(-1).cpu()
     n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
+    n_neg = positive.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(
             "pixel_auroc needs masks with both positive and negative pixels; "
             f"got {n_pos} positive and {n_neg} negative"
         )
-    from scipy.stats import rankdata  # imported here: scipy.stats takes a second to import
-
-    ranks = rankdata(maps.detach().reshape(-1).double().cpu().numpy())
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    r = _ranks(maps.detach().reshape(1, -1).double().cpu())[0]
+    return float((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
