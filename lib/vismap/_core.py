@@ -92,8 +92,11 @@ def check_nonnegative(value: object, what: str) -> float:
 def fast_layout(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the memory layout in which its convolutions run fastest: channels-last
     (``(n, H, W, C)`` in memory, same shape and values) on a CPU, where oneDNN's convolutions
-    run about 1.3-2x faster in it; unchanged on other devices."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+    run about 1.3-2x faster in it; unchanged on other devices and when ``x`` is not a batch of
+    images (not 4-D)."""
+    if x.device.type != "cpu" or x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def fast_empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, models, train_vae
+from ._core import fast_layout
 from .data import HELDOUT_SEED, TRAIN_SEED
 from .train_vae import TRAINERS, VAE_RECIPES, evaluate_vae, fit_vae, train_sprites_vae
 
@@ -193,12 +194,13 @@ def fit(
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
 ) -> float:
-    """Fraction of ``images`` whose highest score is their label (model put in eval mode)."""
+    """Fraction of ``images`` whose highest score is their label (model put in eval mode; the
+    batches run channels-last on a CPU, :func:`vismap._core.fast_layout`)."""
     model.eval()
-    correct = sum(
-        (model(images[k : k + batch_size]).argmax(1) == labels[k : k + batch_size]).sum().item()
-        for k in range(0, len(images), batch_size)
-    )
+    correct = 0
+    for k in range(0, len(images), batch_size):
+        predicted = model(fast_layout(images[k : k + batch_size])).argmax(1)
+        correct += (predicted == labels[k : k + batch_size]).sum().item()
     return correct / len(images)
 
 
@@ -211,7 +213,7 @@ def top2_both(
     model.eval()
     hits = 0
     for k in range(0, len(images), batch_size):
-        top = model(images[k : k + batch_size]).topk(2, dim=1).indices.sort(1).values
+        top = model(fast_layout(images[k : k + batch_size])).topk(2, dim=1).indices.sort(1).values
         hits += (top == labels[k : k + batch_size].sort(1).values).all(1).sum().item()
     return hits / len(images)
 
