@@ -44,7 +44,15 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ._core import Layer, Target, check_input, explaining, resolve_layer, target_classes
+from ._core import (
+    Layer,
+    Target,
+    check_input,
+    explaining,
+    fast_layout,
+    resolve_layer,
+    target_classes,
+)
 
 __all__ = [
     "pointing_game",
@@ -332,9 +340,8 @@ def _perturbation_curve(
         for first in range(0, n * (steps + 1), batch_size):
             j = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=x.device)
             i, k = j // (steps + 1), j % (steps + 1)  # image, step
-            changed = (rank[i] < counts[k, None]).view(-1, 1, h, w).to(x.dtype)
-            batch = start[i] * (1 - changed) + end[i] * changed
-            out = model(batch.contiguous(memory_format=torch.channels_last))
+            changed = (rank[i] < counts[k, None]).view(-1, 1, h, w)
+            out = model(fast_layout(torch.where(changed, end[i], start[i])))
             if classes is None:
                 classes = target_classes(target, n, out.shape[1], x.device)
             probs[j] = PROBABILITIES[probability](out).gather(1, classes[i, None])[:, 0]
