@@ -57,6 +57,24 @@ def test_occlusion_by_hand():
     assert got[0, 0, 3, 3] == 0.0
 
 
+@pytest.mark.parametrize(("shape", "size"), [
+    ((64, 1, 8, 8), (64, 64)),  # shapes-cnn's Grad-CAM: 8x8 -> 64x64
+    ((2, 512, 7, 7), (112, 112)),  # Score-CAM's masks at ResNet-18's layer4
+    ((3, 1, 5, 7), (33, 50)),  # scales that are not integers, and differ per axis
+    ((2, 3, 20, 30), (7, 11)),  # smaller: bilinear without antialiasing, as F.interpolate
+    ((1, 1, 1, 1), (5, 4)),  # a single cell
+])
+def test_upsample_equals_torch_bilinear_interpolation(shape, size):
+    g = torch.Generator().manual_seed(8)
+    maps = torch.randn(shape, generator=g, dtype=torch.float64)
+    want = torch.nn.functional.interpolate(maps, size=size, mode="bilinear",
+                                           align_corners=False)
+    torch.testing.assert_close(E.upsample(maps, size), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(E.upsample(maps.float(), size), want.float(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="floating point"):
+        E.upsample(maps.long(), size)
+
+
 def test_normalize_is_safe_on_constant_maps():
     maps = torch.zeros(3, 1, 5, 5)
     maps[1] = 7.0
