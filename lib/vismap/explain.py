@@ -476,7 +476,9 @@ def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _bilinear_weights(n_out: int, n_in: int, dtype: torch.dtype, device: torch.device):
+def _bilinear_weights(
+    n_out: int, n_in: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """The ``(n_out, n_in)`` matrix of 1-D linear interpolation with half-pixel centres: output
     ``i`` reads the input at ``s = max((i + 1/2) n_in / n_out - 1/2, 0)``, that is
     ``(1 - l) a[floor(s)] + l a[min(floor(s) + 1, n_in - 1)]`` with ``l = s - floor(s)``
