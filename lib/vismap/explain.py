@@ -461,13 +461,13 @@ def _repeat_target(target: Target, n: int):
 def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Scale each map of ``maps (n, ...)`` to [0, 1] by its own min and max.
 
-    A constant map (all zeros, say) becomes all zeros, never NaN.
+    A constant map (all zeros, say) becomes all zeros, never NaN: a map whose span is at most
+    ``eps`` is divided by infinity instead of by its span.
     """
-    flat = maps.flatten(1)
-    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    flat = (maps if maps.is_floating_point() else maps.float()).flatten(1)
+    low, high = torch.aminmax(flat, dim=1, keepdim=True)
     span = high - low
-    scaled = torch.where(span > eps, (flat - low) / span.clamp(min=eps), torch.zeros_like(flat))
-    return scaled.view_as(maps)
+    return (flat - low).div_(torch.where(span > eps, span, torch.inf)).view_as(maps)
 
 
 # --------------------------------------------------------------------------------------------
