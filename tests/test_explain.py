@@ -75,6 +75,16 @@ def test_upsample_equals_torch_bilinear_interpolation(shape, size):
         E.upsample(maps.long(), size)
 
 
+def test_upsample_after_inference_mode_still_differentiates():
+    # the interpolation matrices are cached: one first built under inference mode must not be
+    # an inference tensor that a later differentiable call cannot save for backward
+    with torch.inference_mode():
+        E.upsample(torch.rand(2, 1, 5, 3), (17, 19))
+    maps = torch.rand(2, 1, 5, 3, requires_grad=True)
+    E.upsample(maps, (17, 19)).sum().backward()
+    assert maps.grad is not None and torch.isfinite(maps.grad).all()
+
+
 def test_normalize_is_safe_on_constant_maps():
     maps = torch.zeros(3, 1, 5, 5)
     maps[1] = 7.0

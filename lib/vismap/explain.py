@@ -482,16 +482,20 @@ def _bilinear_weights(
     """The ``(n_out, n_in)`` matrix of 1-D linear interpolation with half-pixel centres: output
     ``i`` reads the input at ``s = max((i + 1/2) n_in / n_out - 1/2, 0)``, that is
     ``(1 - l) a[floor(s)] + l a[min(floor(s) + 1, n_in - 1)]`` with ``l = s - floor(s)``
-    (``F.interpolate``'s rule for ``align_corners=False``)."""
-    s = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    below = s.floor().long().clamp(max=n_in - 1)
-    above = (below + 1).clamp(max=n_in - 1)
-    share = s - below  # the weight of the pixel above
-    rows = torch.arange(n_out)
-    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
-    weights.index_put_((rows, below), 1 - share, accumulate=True)
-    weights.index_put_((rows, above), share, accumulate=True)
-    return weights.to(dtype=dtype, device=device)
+    (``F.interpolate``'s rule for ``align_corners=False``). Cached, so built outside inference
+    mode: a matrix first asked for under ``torch.inference_mode()`` must still serve a later,
+    differentiable call."""
+    with torch.inference_mode(False), torch.no_grad():
+        s = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+        s = s.clamp(min=0)
+        below = s.floor().long().clamp(max=n_in - 1)
+        above = (below + 1).clamp(max=n_in - 1)
+        share = s - below  # the weight of the pixel above
+        rows = torch.arange(n_out)
+        weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+        weights.index_put_((rows, below), 1 - share, accumulate=True)
+        weights.index_put_((rows, above), share, accumulate=True)
+        return weights.to(dtype=dtype, device=device)
 
 
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:
