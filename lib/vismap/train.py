@@ -306,7 +306,7 @@ def train_shapes_model(
     images, targets = mixed_scenes(recipe["n_single"], recipe["n_pairs"], multilabel=multilabel)
     images = images.contiguous(memory_format=torch.channels_last)
     torch.manual_seed(seed)
-    net = models.ARCHITECTURES[name](batchnorm=True).to(memory_format=torch.channels_last)
+    net = models.ARCHITECTURES[name](batchnorm=True)  # fit stores it channels-last
     start, cpu = time.perf_counter(), time.process_time()
     losses = fit(
         net,
