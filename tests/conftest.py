@@ -3,6 +3,9 @@
 * :func:`hook_count` - the hooks a model carries; every explanation method must leave it as it
   was (the course's contract: no hook left behind, also after an exception). Import it with
   ``from conftest import hook_count`` (pytest puts ``tests/`` on ``sys.path``).
+* :func:`assert_maps_close` - maps compared on the scale of their own values (the course's rule
+  for float comparisons: exactness in float64, float32 to a tolerance relative to the maps'
+  magnitude, never an absolute 1e-5); :func:`float64` - a float64 copy of a model.
 * ``torchvision_models`` - torchvision's ResNet-18 and VGG-11 (10 classes, random weights),
   built once per session for every test file that compares methods on real architectures;
   each test that uses them is checked, at its teardown, not to have changed them.
@@ -15,6 +18,7 @@ many inputs).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 
@@ -37,6 +41,32 @@ def hook_count(model: nn.Module) -> int:
         + len(m._backward_pre_hooks)
         for m in model.modules()
     )
+
+
+def assert_maps_close(got: torch.Tensor, want: torch.Tensor, rel: float, msg: str = "") -> None:
+    """Every ``|got - want| <= rel * max|want|``, and the shapes equal.
+
+    Float rounding is relative to the magnitude of what is summed, so a map is compared on the
+    scale of its own largest value: an absolute 1e-5 is below float32's rounding for maps of
+    order 40, and a per-element ``rtol`` fails wherever a value is a near-cancellation. Give
+    ``rel`` from the precision: about 1e-12 in float64 for an exactness claim, and for float32
+    about ``sqrt(terms) * 6e-8`` per layer summed, a few 1e-6 for the course's networks."""
+    got, want = torch.as_tensor(got).detach(), torch.as_tensor(want).detach()
+    assert got.shape == want.shape, f"{msg}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    scale = float(want.abs().max())
+    worst = float((got.to(want.dtype) - want).abs().max()) if want.numel() else 0.0
+    assert torch.isfinite(got).all(), f"{msg}: non-finite values"
+    assert worst <= rel * scale, (
+        f"{msg}: max |got - want| = {worst:.3g} = {worst / max(scale, 1e-300):.3g} of max|want| "
+        f"= {scale:.3g}, allowed {rel:.1g}"
+    )
+
+
+def float64(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` (the caller's model is left as it is): where a test claims
+    two computations are the same mathematics, both run in float64, so that the claim does not
+    depend on which kernels a CPU runs."""
+    return copy.deepcopy(model).double()
 
 
 def _fingerprint(model: nn.Module) -> tuple:
