@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import hook_count
+from conftest import assert_maps_close, float64, hook_count
 from torch.distributions import Normal, kl_divergence
 
 import vismap as vm
@@ -266,14 +266,14 @@ def _terms(vae, x, i, module):
 def test_factor_cam_is_the_derived_kl_gradient(vae, sprites, i, layer):
     """dKL_i/dA = mu_i dmu_i/dA + 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA, and the element-wise
     map of it, by hand, equals factor_cam (the chapter 07 derivation)."""
-    x = sprites.images
+    vae, x = float64(vae), sprites.images.double()  # an identity: compared in float64
     a, mean, certainty, dkl = _terms(vae, x, i, vae.encoder[layer])
-    torch.testing.assert_close(mean + certainty, dkl, rtol=1e-4, atol=1e-7)
+    assert_maps_close(mean + certainty, dkl, 1e-12, msg="the two terms")
     by_hand = torch.nn.functional.relu((torch.nn.functional.relu(dkl) * a).sum(1, keepdim=True))
     by_hand = torch.nn.functional.interpolate(by_hand, size=(64, 64), mode="bilinear",
                                               align_corners=False)
     lib = vm.explain.factor_cam(vae, x, i, layer=f"encoder.{layer}")
-    assert ((by_hand - lib).abs().max() / lib.abs().max()) < 1e-5
+    assert_maps_close(by_hand, lib, 1e-12, msg="by hand")
     # ... and it is neither the mu map nor the map without the inner ReLU
     mu_map = vm.explain.factor_cam(vae, x, i, layer=f"encoder.{layer}", statistic="mu")
     assert not torch.allclose(mu_map, lib, atol=1e-3 * lib.abs().max().item())

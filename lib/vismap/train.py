@@ -248,9 +248,9 @@ def fold_batchnorm(trained: models.ShapesNet, name: str) -> models.ShapesNet:
     ``s = sqrt(var + eps)``, so ``bn(conv(x))`` is one convolution (or linear layer) with
     weights ``W g / s`` and bias ``(c - m) g / s + b``. The result is the plain architecture
     ``name`` (conv/ReLU/pool/linear only, as the explanation papers assume) computing the same
-    function.
+    function, in the trained model's dtype.
     """
-    plain = models.ARCHITECTURES[name]()
+    plain = models.ARCHITECTURES[name]().to(next(trained.parameters()).dtype)
     weighted = (nn.Conv2d, nn.Linear)
     for part in ("features", "classifier"):
         layers = list(trained.get_submodule(part).modules())
