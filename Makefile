@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test test-fast lint test-browser train figures bench exercises slides book clean-env help
+.PHONY: lab test test-fast test-portable lint test-browser train figures bench exercises slides book clean-env help
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab (repository root) on notebooks/00"
 	@echo "make test     - lint (ruff + mypy on lib/), library tests, every notebook under nbval"
 	@echo "make test-fast - library tests without the notebooks and slow tests (under a minute)"
+	@echo "make test-portable - the equality claims (tests and notebooks marked portable) again under two other CPU dispatch settings"
 	@echo "make lint     - ruff (lint + format check) and mypy on lib/"
 	@echo "make train    - retrain every checkpoint in data/ and rewrite data/MANIFEST.json"
 	@echo "make figures  - remake the README's figures in docs/"
@@ -34,8 +35,24 @@ lab: $(STAMP)
 # from two processes than from two threads.
 XDIST := -n auto --dist loadfile
 
+# talk_zh's code cells are the English talk's (test_slides keeps them identical), so make test
+# runs the English deck only; make slides and make book execute both.
+NOTEBOOK_TESTS := --nbval-lax --nbval-current-env --ignore=notebooks/talk_zh.ipynb
+
 test: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) --nbval-lax --nbval-current-env
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) $(NOTEBOOK_TESTS)
+
+# The equality claims again, as two other students' CPUs would compute them: (1) a laptop with
+# AVX2 and no AVX-512 (ATen's AVX2 kernels, oneDNN limited to AVX2), one thread; (2) an older or
+# a plain build (ATen's scalar kernels, oneDNN limited to SSE4.1), two threads, which also split
+# the reductions differently. Each changes the last bits of float32 results. The executions are
+# kept apart from make test's (those feed the book).
+PORTABLE := -m portable $(NOTEBOOK_TESTS)
+test-portable: $(STAMP)
+	VISMAP_EXECUTED_DIR=build/portable ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	  OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) $(PORTABLE)
+	VISMAP_EXECUTED_DIR=build/portable ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 \
+	  OMP_NUM_THREADS=2 $(BIN)/python -m pytest -n 1 $(PORTABLE)
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) -m "not slow" tests

@@ -287,6 +287,7 @@ def test_adversarial_fgsm_by_hand():
 # ------------------------------------------------------------------ captum
 
 
+@pytest.mark.portable
 def test_integrated_gradients_equal_captum(case):
     name, model, _, x, target, rel = case
     if x.dtype == torch.float64:
@@ -315,6 +316,7 @@ def test_integrated_gradients_equal_captum(case):
     assert hook_count(model) == 0
 
 
+@pytest.mark.portable
 def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(case):
     name, model, _, x, target, rel = case
     # captum draws its noise in float32 whatever the input's dtype (its standard deviation is a
@@ -332,6 +334,7 @@ def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(case):
     assert hook_count(model) == 0
 
 
+@pytest.mark.portable
 def test_gradient_x_input_equals_captum(case):
     name, model, _, x, target, rel = case
     want = captum_attr.InputXGradient(model).attribute(x.clone().requires_grad_(True),
@@ -387,6 +390,7 @@ def _pgc(kind, model, layer, x, target, **options):
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
 
 
+@pytest.mark.portable
 def test_gradcam_pp_equals_pytorch_grad_cam(case):
     # pytorch-grad-cam adds 1e-6 to the denominator of alpha (vismap's eps, 0 by default: the
     # paper's formula); with the same eps the maps agree. It normalises each map to [0, 1] and
@@ -424,6 +428,7 @@ class HalfPixelUpsampling(nn.Module):
                                          align_corners=False)
 
 
+@pytest.mark.portable
 def test_scorecam_equals_pytorch_grad_cam(case, monkeypatch):
     # By design pytorch-grad-cam upsamples the feature maps into masks with
     # nn.UpsamplingBilinear2d, which aligns corners; vismap (and its Grad-CAM, captum, OpenCV)
@@ -519,6 +524,7 @@ def test_every_method_leaves_no_hook_after_an_error(name, course):
     assert hook_count(model) == 0 and model.training
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name", list(E.METHODS))
 def test_every_method_copes_with_in_place_relus_and_float64(name, course):
     # in float64 (the claim is that an in-place ReLU changes nothing, an exact one), and the

@@ -43,6 +43,7 @@ def model_of(name: str, request: pytest.FixtureRequest) -> nn.Module:
     return request.getfixturevalue("torchvision_models")[name]
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name, layer, size", CASES)
 @pytest.mark.parametrize("ours, theirs", [(E.gradcam, "GradCAM"), (E.layercam, "LayerCAM")])
 def test_matches_pytorch_grad_cam(ours, theirs, name, layer, size, request):
@@ -71,6 +72,7 @@ def test_matches_pytorch_grad_cam(ours, theirs, name, layer, size, request):
     assert_maps_close(got, torch.from_numpy(want).to(got.dtype), tolerance, msg=layer)
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name, layer, size", CASES)
 def test_matches_captum_layer_gradcam_and_guided_gradcam(name, layer, size, request):
     model = model_of(name, request)
@@ -90,6 +92,7 @@ def test_matches_captum_layer_gradcam_and_guided_gradcam(name, layer, size, requ
     assert hook_count(model) == 0
 
 
+@pytest.mark.portable
 def test_cam_equals_gradcam_on_a_gap_network(shapes):
     # y^c = sum_k w_k mean_ij A^k_ij  =>  dy/dA^k_ij = w_k / Z  =>  alpha_k = w_k / Z
     # (an identity of the mathematics: in float64)

@@ -65,6 +65,7 @@ def test_occlusion_by_hand():
     ((2, 3, 20, 30), (7, 11)),  # smaller: bilinear without antialiasing, as F.interpolate
     ((1, 1, 1, 1), (5, 4)),  # a single cell
 ])
+@pytest.mark.portable
 def test_upsample_equals_torch_bilinear_interpolation(shape, size):
     g = torch.Generator().manual_seed(8)
     maps = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -129,6 +130,7 @@ class _nothing:
         return False
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("ours, theirs", PAIRS, ids=[p[1] for p in PAIRS])
 def test_matches_captum_on_course_models_with_mixed_targets(ours, theirs, shapes):
     for name, model in course_models().items():
@@ -140,6 +142,7 @@ def test_matches_captum_on_course_models_with_mixed_targets(ours, theirs, shapes
         assert hook_count(model) == 0
 
 
+@pytest.mark.portable
 @pytest.mark.slow
 @pytest.mark.parametrize("ours, theirs", PAIRS, ids=[p[1] for p in PAIRS])
 def test_matches_captum_on_torchvision_models_with_inplace_relus(ours, theirs, torchvision_models):
@@ -154,6 +157,7 @@ def test_matches_captum_on_torchvision_models_with_inplace_relus(ours, theirs, t
         assert hook_count(model) == 0
 
 
+@pytest.mark.portable
 @pytest.mark.slow
 def test_occlusion_matches_captum(shapes):
     model = float64(vm.models.load_pretrained("shapes-cnn"))  # the same mathematics: float64
@@ -171,6 +175,7 @@ def test_occlusion_matches_captum(shapes):
         assert_maps_close(got, want[:, :1], 1e-6, msg=f"window {window}, stride {stride}")
 
 
+@pytest.mark.portable
 @pytest.mark.slow
 def test_occlusion_matches_captum_on_torchvision_models(torchvision_models):
     x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
@@ -187,6 +192,7 @@ def test_occlusion_matches_captum_on_torchvision_models(torchvision_models):
 
 # ------------------------------------------------------------------ the explicit deconvnet
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name", ["shapes-cnn", "shapes-allconv",
                                   pytest.param("vgg11", marks=pytest.mark.slow)])
 def test_zeiler_fergus_equals_the_deconvnet_rule(name, shapes, request):
@@ -370,6 +376,7 @@ def test_occlusion_splits_many_images_into_batches():
 # ------------------------------------------------------------------ the fast paths equal the plain ones
 
 
+@pytest.mark.portable
 def test_fast_relu_rules_equal_their_masks():
     # _core computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
     # the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
@@ -382,6 +389,7 @@ def test_fast_relu_rules_equal_their_masks():
         assert torch.equal(_MASKED[rule](y.clone(), r.clone()), want), rule
 
 
+@pytest.mark.portable
 def test_smoothgrad_default_base_equals_the_wrapped_gradient(shapes):
     # the default base (the gradient) takes a fast path; any other base the general one
     model = vm.models.load_pretrained("shapes-cnn")

@@ -164,6 +164,7 @@ def test_disentangle_bad_input():
 # ---------------------------------------------------------------------------- factor maps
 
 
+@pytest.mark.portable
 def test_factor_cam_mu_equals_gradcam_with_a_mu_target(vae, sprites):
     x = sprites.images
     for i in (0, 7):
@@ -172,6 +173,7 @@ def test_factor_cam_mu_equals_gradcam_with_a_mu_target(vae, sprites):
             vm.explain.factor_cam(vae, x, i, statistic="mu", mode="gradcam"), expected)
 
 
+@pytest.mark.portable
 def test_joint_map_is_the_map_of_the_summed_score(vae, sprites):
     x = sprites.images
     joint = vm.explain.factor_cam(vae, x, [2, 5], statistic="kl", mode="elementwise")
@@ -262,6 +264,7 @@ def _terms(vae, x, i, module):
     return a.detach(), mean, certainty, dkl
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("i, layer", [(0, 3), (6, 3), (4, 1)])
 def test_factor_cam_is_the_derived_kl_gradient(vae, sprites, i, layer):
     """dKL_i/dA = mu_i dmu_i/dA + 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA, and the element-wise

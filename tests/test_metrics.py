@@ -121,6 +121,7 @@ def test_importance():
 # ------------------------------------------------------------------ deletion and insertion
 
 
+@pytest.mark.portable
 def test_deletion_and_insertion_curves_by_hand():
     # p_0 = mean of the image; deleting k/4 of an all-ones image leaves mean 1 - k/4, and the
     # trapezoid rule integrates a straight line exactly: AUC = 1/2 for any map.
@@ -276,6 +277,7 @@ def test_deletion_bad_input():
 # ------------------------------------------------------------------ sanity checks
 
 
+@pytest.mark.portable
 def test_ranks_equal_scipy_rankdata_with_ties():
     g = torch.Generator().manual_seed(3)
     for rows in (torch.randint(0, 4, (4, 50), generator=g).double(),  # many ties
@@ -285,6 +287,7 @@ def test_ranks_equal_scipy_rankdata_with_ties():
                                       stats.rankdata(rows.numpy(), axis=1))
 
 
+@pytest.mark.portable
 def test_spearman_and_ssim_against_references():
     g = torch.Generator().manual_seed(6)
     a = torch.randint(0, 4, (3, 1, 5, 5), generator=g).float()  # many ties

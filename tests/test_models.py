@@ -48,6 +48,7 @@ def test_heads_match_their_papers():
     assert last.out_channels == len(vm.data.SHAPE_CLASSES)
 
 
+@pytest.mark.portable
 @pytest.mark.parametrize("name", NAMES)
 def test_fold_batchnorm_computes_the_same_function(name):
     torch.manual_seed(0)
