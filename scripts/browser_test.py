@@ -545,6 +545,14 @@ def check_deck(browser, path: Path, timeout: float) -> list[str]:
     page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
     page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}: {r.failure}"))
     try:
+        # The DevTools session that reads the fonts used (below) starts before the deck loads:
+        # its CSS agent then records the deck's style sheets as they are parsed. Enabled on a
+        # page already loaded, the agent fetches the page again for their text, a request that
+        # Chromium (150 at least) refuses for a file: page - "Unsafe attempt to load URL ...
+        # 'file:' URLs are treated as unique security origins" in the page's console.
+        cdp = context.new_cdp_session(page)
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
         page.goto(path.as_uri(), wait_until="load", timeout=timeout * 1000)
         page.wait_for_function("window.Reveal && Reveal.isReady()", timeout=timeout * 1000)
         page.wait_for_function(
@@ -569,9 +577,6 @@ def check_deck(browser, path: Path, timeout: float) -> list[str]:
         chinese = state["lang"].startswith("zh")
         slides = page.evaluate("Reveal.getSlides().map(s => Reveal.getIndices(s))")
         wanted = {0, 1, len(slides) // 2, len(slides) - 3}
-        cdp = context.new_cdp_session(page)
-        cdp.send("DOM.enable")
-        cdp.send("CSS.enable")
         fonts_seen: set[str] = set()
         for k, where in enumerate(slides):
             page.evaluate("([h, v]) => Reveal.slide(h, v)", [where["h"], where.get("v") or 0])
