@@ -14,20 +14,24 @@
    changing its controls changes the figure;
 5. saves screenshots and JupyterLab's log to ``build/browser/``;
 6. opens the two talk decks, ``build/talk.slides.html`` and ``build/talk_zh.slides.html``
-   (built first with ``scripts/make_slides.py`` when missing or older than their notebooks), from
-   the disk, and checks that no request leaves the machine, that the console shows no error,
-   that MathJax typeset every formula, that every slide has its title and speaker notes, and
+   (built first with ``scripts/make_slides.py`` when missing or older than their notebooks), the
+   two ways a presenter opens them: from the disk (``file://``) and served by ``python -m
+   http.server`` (started on a free loopback port in its own process, stopped at the end). Each
+   time it checks that no request leaves the machine (and, served, that no file is missing),
+   that the console shows no error, that MathJax typeset every formula, that every slide has its
+   title and speaker notes, that the speaker view (key ``s``) opens and follows the deck, and
    that the Chinese deck's text is drawn in a real CJK font (the font Chromium used for each
    title, read through the DevTools protocol, must be a CJK one, and two different Chinese
    characters must not render as the same box). Debian's ``fonts-noto-cjk`` is installed with
    chromium when no CJK font is there. Screenshots of a few slides of each deck go to
-   ``build/browser/``.
+   ``build/browser/`` (``talk-slide01.png`` from the disk, ``talk-http-slide01.png`` served).
 
 The notebooks: ``notebooks/00_start_here.ipynb``, the notebook with ``vm.widgets.explorer``
 (``notebooks/06_gradcam.ipynb`` once it has one) and the one with ``latent_explorer``
 (``notebooks/07_*.ipynb``); for an explorer no course notebook has yet, a small generated
 notebook stands in (the output says so). ``--notebook PATH`` (repeatable) runs other notebooks;
-``--only-decks`` / ``--no-decks`` run only the decks' checks / only the notebooks'.
+``--only-decks`` / ``--no-decks`` run only the decks' checks / only the notebooks';
+``--chromium PATH`` drives another Chromium binary (to try another build; nothing is installed).
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -98,9 +102,15 @@ def has_cjk_font() -> bool:
     return bool(found.strip())
 
 
-def ensure_chromium() -> Path:
+def ensure_chromium(chromium: Path | None = None) -> Path:
     """``/usr/bin/chromium``, and a CJK font for the Chinese deck, installed with apt-get if
-    missing."""
+    missing. ``chromium``: another binary to drive instead (it must exist)."""
+    if chromium is not None and Path(chromium) != CHROMIUM:
+        if not Path(chromium).is_file():
+            raise Failed(f"--chromium {chromium}: no such file")
+        if not has_cjk_font():
+            raise Failed(f"no CJK font; install Debian's: apt-get install -y {CJK_FONTS}")
+        return Path(chromium)
     missing = ([] if CHROMIUM.exists() else ["chromium"]) + ([] if has_cjk_font() else [CJK_FONTS])
     if not missing:
         return CHROMIUM
@@ -246,7 +256,7 @@ def jupyterlab(root_dir: Path, home: Path, logfile: Path):
             except OSError:
                 if time.monotonic() > deadline:
                     raise Failed(f"JupyterLab did not answer on {url} within 90 s; "
-                                 f"see {logfile}")
+                                 f"see {logfile}") from None
                 time.sleep(0.5)
         log(f"JupyterLab is up on {url} (pid {server.pid}), serving {root_dir}")
         yield url, token
@@ -475,6 +485,44 @@ def ensure_decks() -> list[Path]:
     return DECKS
 
 
+@contextmanager
+def http_server(folder: Path, logfile: Path):
+    """Serve ``folder`` as a presenter would, ``python -m http.server`` on a free loopback port,
+    in its own process group; yields the base URL. On exit, also after an error, ends it."""
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+               "--directory", str(folder)]
+    url = f"http://127.0.0.1:{port}"
+    with open(logfile, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise Failed(f"python -m http.server exited with status {server.returncode}; "
+                             f"see {logfile}")
+            try:
+                with urllib.request.urlopen(f"{url}/", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise Failed(f"python -m http.server did not answer on {url} within 30 s; "
+                                 f"see {logfile}") from None
+                time.sleep(0.2)
+        log(f"python -m http.server is up on {url} (pid {server.pid}), serving {folder}")
+        yield url
+    finally:
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            if server.poll() is None:
+                try:
+                    os.killpg(server.pid, sig)
+                    server.wait(timeout=wait)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+        log(f"python -m http.server stopped (exit status {server.returncode})")
+
+
 # The state of a deck: per slide its title and whether it has speaker notes; per formula
 # whether MathJax typeset it (MathJax 2 puts the typeset math in an element whose id is the
 # source script's id + "-Frame").
@@ -524,26 +572,70 @@ def platform_fonts(cdp, selector: str) -> list[dict]:
     return cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
 
 
-def check_deck(browser, path: Path, timeout: float) -> list[str]:
-    """Open one deck from the disk and check it (see the module's docstring, point 6)."""
+# The speaker view's notes (reveal.js' notes plugin writes them into this element).
+SPEAKER_NOTES_JS = """() => { const v = document.querySelector('.speaker-controls-notes .value');
+                              return v ? v.innerText.replace(/\\s+/g, ' ').trim() : ''; }"""
+# The current slide's notes as the deck holds them.
+CURRENT_NOTES_JS = """() => { const n = Reveal.getCurrentSlide().querySelector('aside.notes');
+                              return n ? n.textContent.replace(/\\s+/g, ' ').trim() : ''; }"""
+
+
+def check_speaker_view(context, page, timeout: float) -> str:
+    """Press ``s`` on the second slide, as a presenter does: the speaker view opens and shows
+    that slide's notes (before its fragments are shown), and the third slide's once the deck
+    moves on."""
+    page.evaluate("Reveal.slide(1, 0, -1)")
+    with context.expect_page(timeout=timeout * 1000) as opened:
+        page.keyboard.press("s")
+    view = opened.value
+    try:
+        shown = []
+        for step in range(2):
+            if step:
+                page.evaluate("Reveal.slide(2, 0, -1)")
+            expected = page.evaluate(CURRENT_NOTES_JS)[:40]
+            try:
+                view.wait_for_function(f"(expected) => ({SPEAKER_NOTES_JS})().startsWith("
+                                       f"expected)", arg=expected, polling=250,
+                                       timeout=timeout * 1000)  # a window behind: no frames
+            except Exception:  # playwright's TimeoutError
+                raise Failed(f"the speaker view does not show the notes {expected!r}... of slide "
+                             f"{page.evaluate('Reveal.getSlidePastCount() + 1')} (it shows "
+                             f"{view.evaluate(SPEAKER_NOTES_JS)[:80]!r})") from None
+            shown.append(page.evaluate("Reveal.getSlidePastCount() + 1"))
+    finally:
+        view.close()
+    return f"the speaker view (key s) opens and follows the deck (notes of slides {shown})"
+
+
+def check_deck(browser, path: Path, timeout: float, base: str | None = None) -> list[str]:
+    """Open one deck from the disk (``base`` None) or from the server at ``base`` (its folder
+    served there) and check it (see the module's docstring, point 6)."""
     stem = path.name.split(".")[0]
+    url = path.as_uri() if base is None else f"{base}/{path.name}"
+    local = ("file:",) if base is None else (f"{base}/",)
+    shots = stem if base is None else f"{stem}-http"
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     offsite, problems = [], []
 
     def route(request_route):
-        url = request_route.request.url
-        if url.startswith(("file:", "data:", "blob:")):
+        request_url = request_route.request.url
+        if request_url.startswith((*local, "data:", "blob:")):
             request_route.continue_()
         else:
-            offsite.append(url)
+            offsite.append(request_url)
             request_route.abort()
 
-    page.route("**/*", route)
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text[:300]}")
-            if m.type == "error" else None)
-    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}: {r.failure}"))
+    # on the context, so that the speaker view (a second page) and its frames are watched too
+    context.route("**/*", route)
+    context.on("console", lambda m: problems.append(f"console {m.type}: {m.text[:300]}")
+               if m.type == "error" else None)
+    context.on("weberror", lambda err: problems.append(f"page error: {err.error}"))
+    context.on("requestfailed", lambda r: r.url in offsite or problems.append(
+        f"failed to load {r.url}: {r.failure}"))
+    context.on("response", lambda r: r.status >= 400 and problems.append(
+        f"HTTP {r.status}: {r.url}"))
     try:
         # The DevTools session that reads the fonts used (below) starts before the deck loads:
         # its CSS agent then records the deck's style sheets as they are parsed. Enabled on a
@@ -553,7 +645,7 @@ def check_deck(browser, path: Path, timeout: float) -> list[str]:
         cdp = context.new_cdp_session(page)
         cdp.send("DOM.enable")
         cdp.send("CSS.enable")
-        page.goto(path.as_uri(), wait_until="load", timeout=timeout * 1000)
+        page.goto(url, wait_until="load", timeout=timeout * 1000)
         page.wait_for_function("window.Reveal && Reveal.isReady()", timeout=timeout * 1000)
         page.wait_for_function(
             "window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending === 0"
@@ -591,7 +683,7 @@ def check_deck(browser, path: Path, timeout: float) -> list[str]:
                                     f"{[f['familyName'] for f in used]})")
             if k in wanted:
                 page.wait_for_timeout(300)
-                page.screenshot(path=str(OUT / f"{stem}-slide{k + 1:02d}.png"))
+                page.screenshot(path=str(OUT / f"{shots}-slide{k + 1:02d}.png"))
         if chinese:
             family = page.evaluate(f"getComputedStyle(document.querySelector("
                                    f"{SELECTED_TITLE!r})).fontFamily")
@@ -601,14 +693,16 @@ def check_deck(browser, path: Path, timeout: float) -> list[str]:
             done.append(f"the Chinese titles are drawn in {', '.join(sorted(fonts_seen))}; "
                         f"distinct glyphs, no tofu")
         done.append(f"screenshots of slides {sorted(k + 1 for k in wanted)} in "
-                    f"{OUT.relative_to(ROOT)}/")
+                    f"{OUT.relative_to(ROOT)}/{shots}-slide*.png")
+        done.append(check_speaker_view(context, page, min(timeout, 60)))
     finally:
         context.close()
     if offsite:
         problems.append(f"requests off the machine (blocked): {offsite[:5]}")
     if problems:
         raise Failed("; ".join(problems))
-    done.append("no request off the machine, no console error")
+    done.append("no request off the machine, no console error" +
+                ("" if base is None else ", no file missing"))
     return done
 
 
@@ -627,6 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--only-decks", action="store_true",
                        help="check only the talk's decks (build/talk*.slides.html)")
     which.add_argument("--no-decks", action="store_true", help="run only the notebooks")
+    parser.add_argument("--chromium", type=Path, default=CHROMIUM,
+                        help=f"the Chromium binary to drive (default {CHROMIUM}, installed with "
+                             f"apt-get when missing)")
     args = parser.parse_args(argv)
 
     try:
@@ -644,25 +741,30 @@ def main(argv: list[str] | None = None) -> int:
     temp = Path(tempfile.mkdtemp(prefix="vismap-browser-"))
     results: dict[str, list[str] | str] = {}
     try:
-        chromium = ensure_chromium()
+        chromium = ensure_chromium(args.chromium)
         if not args.only_decks:
             run_notebooks(chromium, args, temp, results)
         if not args.no_decks:
             decks = ensure_decks()
-            with sync_playwright() as playwright:
+            folder = decks[0].parent
+            with http_server(folder, OUT / "http-server.log") as base, \
+                    sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=str(chromium), headless=True,
                     args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+                log(f"Chromium {browser.version} ({chromium}), driven by Playwright")
                 try:
                     for deck in decks:
-                        log(f"{deck.relative_to(ROOT)}: opening from the disk")
-                        try:
-                            results[deck.name] = check_deck(browser, deck, args.timeout)
-                            for line in results[deck.name]:
-                                log(f"  ok  {line}")
-                        except (Failed, PlaywrightError) as err:
-                            results[deck.name] = f"FAILED: {err}"
-                            log(f"  FAILED {deck.name}: {err}")
+                        for where, served in (("from the disk", None), (f"from {base}/", base)):
+                            name = f"{deck.name} ({'file' if served is None else 'http'})"
+                            log(f"{deck.relative_to(ROOT)}: opening {where}")
+                            try:
+                                results[name] = check_deck(browser, deck, args.timeout, served)
+                                for line in results[name]:
+                                    log(f"  ok  {line}")
+                            except (Failed, PlaywrightError) as err:
+                                results[name] = f"FAILED: {err}"
+                                log(f"  FAILED {name}: {err}")
                 finally:
                     browser.close()
     except Failed as err:
