@@ -112,6 +112,11 @@ MathJax.Hub.Config({
 <script src="{{ reveal_url_prefix }}/dist/reveal.js"></script>
 <script src="{{ reveal_url_prefix }}/plugin/notes/notes.js"></script>
 <script>
+// nbconvert puts a notes cell that follows a fragment inside that fragment, where the speaker
+// view shows it only while the fragment is the current one: the notes belong to the slide
+document.querySelectorAll(".reveal .slides .fragment aside.notes").forEach(function (notes) {
+  notes.closest("section").appendChild(notes);
+});
 Reveal.initialize({
   controls: true, progress: true, history: true,
   transition: "{{ reveal_transition }}", slideNumber: "{{ reveal_number }}",
