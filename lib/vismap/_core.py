@@ -11,24 +11,58 @@ Vocabulary (used everywhere in vismap):
 Every method runs under :func:`explaining`, which puts the model in eval mode, freezes its
 parameters (only the gradients a method asks for are computed) and enables autograd even
 inside ``torch.no_grad()``; on exit, also after an exception, it restores each module's mode,
-each parameter's ``requires_grad`` and removes every hook it installed.
+each parameter's ``requires_grad`` and removes every hook it installed. A method that needs
+autograd is decorated with :func:`inference_safe`, so that it also works inside
+``torch.inference_mode()``.
+
+Bad input gets the library's own error, raised before any work is done where it can be
+(:func:`check_call`: the model, ``x``, the target; :func:`check_count`, ... for options) and
+translated from torch's where only the model's forward can tell (:func:`forward`: an input
+the model cannot take). The model is always fed a new tensor (:func:`model_input`), never the
+caller's ``x``, so that an in-place first module cannot write into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
 
 Target = int | torch.Tensor | list | tuple | Callable[[torch.Tensor], torch.Tensor]
 Layer = str | nn.Module
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+def check_model(model: object, what: str = "model") -> nn.Module:
+    """``model`` must be a ``torch.nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{what} must be a torch.nn.Module (a model, e.g. vm.models.load_pretrained(name)), "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def check_call(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """The checks every map method makes before any work: ``model`` is a module
+    (:func:`check_model`), ``x`` a batch of images it can take (:func:`check_input`) and
+    ``target`` a class target or a callable for ``len(x)`` images (:func:`check_target`)."""
+    check_model(model)
+    check_input(x, model)
+    check_target(target, x.shape[0])
+    return x
+
+
+def check_input(x: torch.Tensor, model: nn.Module | None = None, what: str = "x") -> torch.Tensor:
     """``x`` must be a non-empty floating-point batch of images ``(n, C, H, W)`` with finite
-    values; given ``model``, ``C`` must be the channel count its first convolution takes."""
+    values; given ``model`` (a module), ``C`` must be the channel count its first convolution
+    takes (``what`` names ``x`` in that message). What else the model cannot take (another
+    dtype, device or image size) is found by its forward, :func:`forward`, at no cost here."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (n, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -53,12 +87,12 @@ def check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor
                 f"(e.g. torch.nan_to_num(x))"
             )
     if model is not None:
-        first = first_conv(model)
+        first = first_conv(check_model(model))
         if first is not None and first[1].in_channels not in (0, x.shape[1]):
             name, conv = first
             raise ValueError(
                 f"the model expects images with {conv.in_channels} channel(s) (its "
-                f"first convolution {name!r} is {conv}), but x has {x.shape[1]}: "
+                f"first convolution {name!r} is {conv}), but {what} has {x.shape[1]}: "
                 f"shape {tuple(x.shape)}"
             )
     return x
@@ -74,6 +108,32 @@ def check_count(value: object, what: str, minimum: int = 1) -> int:
     """``value`` must be an int ``>= minimum`` (a number of samples, steps, ...)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_baseline(baseline: object, x: torch.Tensor, what: str = "baseline") -> torch.Tensor:
+    """``baseline`` - a real number, or a tensor (or array) of finite values - as a tensor of
+    ``x``'s dtype and device; which shapes it may have is the caller's to check."""
+    if baseline is None or isinstance(baseline, (bool, str, bytes)):
+        raise TypeError(f"{what} must be a number or a tensor, got {_short(baseline)}")
+    try:
+        b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"{what} must be a number or a tensor, got {type(baseline).__name__}"
+        ) from err
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError(
+            f"{what} has NaN or infinite values; every pixel it replaces would make the "
+            f"result NaN: give finite values"
+        )
+    return b
+
+
+def check_flag(value: object, what: str) -> bool:
+    """``value`` must be a bool (a string such as ``"no"`` would count as true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
     return value
 
 
@@ -97,6 +157,150 @@ def fast_layout(x: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or x.dim() != 4:
         return x
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def model_input(x: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """What the model is fed for ``x``: ``x`` in the layout of :func:`fast_layout` (or in its own
+    layout with ``fast=False``), always as a new tensor, never ``x``'s memory.
+
+    A model whose first module works in place (``nn.ReLU(inplace=True)``) writes into what it
+    is fed: fed ``x`` itself, it would change the caller's tensor, or fail on a leaf that
+    requires grad. :func:`fast_layout` alone returns ``x`` itself when it is already
+    channels-last; then, and on other devices, ``x`` is cloned (the only extra copy; an NCHW
+    batch on a CPU is converted, one copy, as before). The copy is differentiable: gradients
+    flow back to ``x``."""
+    y = fast_layout(x) if fast else x
+    return y.clone() if y is x else y
+
+
+def forward(model: nn.Module, x: torch.Tensor, what: str = "x") -> Any:
+    """``model(x)``, with torch's error for an input the model cannot take turned into a
+    ValueError that names ``x`` (as ``what``), its shape and what the model takes.
+
+    Which input size a model takes is known only to its forward: shapes-cnn's fully connected
+    head needs 64x64 images, a global-average-pooled network takes any size its pooling
+    allows. So the error is caught where it happens, at no cost to a forward that works. A
+    model may declare the shape it was built for as ``input_size = (C, H, W)`` (the course's
+    models do); otherwise the message names the layer that failed and what it received,
+    found by one more forward of the first image (only after the error)."""
+    try:
+        return model(x)
+    except RuntimeError as err:
+        problem = _misfit(model, x, err, what)
+        if problem is None:
+            raise
+        raise ValueError(problem) from err
+
+
+_SHAPE_WORDS = re.compile(r"shape|size|dimension|channel", re.IGNORECASE)
+
+
+def _misfit(model: nn.Module, x: torch.Tensor, err: RuntimeError, what: str) -> str | None:
+    """The message for ``err``, raised by ``model(x)``, if ``x`` is what the model cannot take
+    (its dtype, device or size); None for any other error, which is re-raised as it is."""
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device != x.device:
+        return (
+            f"{what} is on {x.device} but the model's parameters are on {parameter.device}: "
+            f"move one of them, e.g. x.to({str(parameter.device)!r}) (torch: {err})"
+        )
+    if parameter is not None and parameter.is_floating_point() and parameter.dtype != x.dtype:
+        return (
+            f"{what} is {x.dtype} but the model's parameters are {parameter.dtype}: give "
+            f"x.to({parameter.dtype}) or convert the model (torch: {err})"
+        )
+    last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if last and "view size is not compatible" in str(err):
+        return (
+            f"the model's forward calls .view() on a tensor that is not contiguous: vismap "
+            f"feeds a model on a CPU channels-last (vismap._core.fast_layout), in which "
+            f".view(n, -1) of a feature map fails; use .reshape() or torch.flatten() in the "
+            f"model (torch: {err})"
+        )
+    if not _SHAPE_WORDS.search(str(err)):
+        return None
+    declared = getattr(model, "input_size", None)
+    if declared is not None:
+        expected = f"it was built for images of shape {tuple(declared)} (its input_size)"
+    else:
+        expected = _failing_layer(model, x) or "give images of the size it was built for"
+    return (
+        f"the model cannot take {what}: images of shape (C, H, W) = {tuple(x.shape[1:])}; "
+        f"{expected} (torch: {err})"
+    )
+
+
+def _failing_layer(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Which module a forward of ``x``'s first image fails in, and the shape it received: the
+    innermost module entered and not left when the error is raised."""
+    running: list = []
+
+    def enter(module, inputs):
+        first = inputs[0] if inputs else None
+        running.append((module, tuple(first.shape) if isinstance(first, torch.Tensor) else None))
+
+    def leave(module, inputs, output):
+        running.pop()
+
+    names = {m: name for name, m in model.named_modules() if name}
+    handles = [m.register_forward_pre_hook(enter) for m in names]
+    handles += [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.no_grad():
+            model(x[:1].clone())
+    except Exception:
+        pass
+    else:
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not running:
+        return None
+    module, shape = running[-1]
+    return (
+        f"for one image its layer {names[module]!r} ({module}) receives an input of shape "
+        f"{shape}, which it cannot take; give images of the size the model was built for"
+    )
+
+
+def _normal(value: object) -> object:
+    """``value``, or a normal copy of it if it is an inference tensor (made in inference mode:
+    autograd can neither save it for backward nor make it require grad)."""
+    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
+
+
+def inference_safe(function: F) -> F:
+    """Let a method that needs autograd run inside ``torch.inference_mode()``, as it runs inside
+    ``torch.no_grad()``.
+
+    Inside inference mode (or given tensors made there, *inference tensors*), the method runs
+    with inference mode switched off and its inference-tensor arguments cloned into normal
+    tensors (a copy only then); elsewhere it costs a check per argument. A model whose
+    parameters are themselves inference tensors (built or loaded inside inference mode)
+    cannot be differentiated: that is a ValueError that says so."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        model = args[0] if args else None
+        parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        if parameter is not None and parameter.is_inference():
+            raise ValueError(
+                "this method needs gradients through the model, and the model's parameters "
+                "are inference tensors (it was built or loaded inside torch.inference_mode()); "
+                "build or load the model outside inference mode"
+            )
+        values = (*args, *kwargs.values())
+        if not torch.is_inference_mode_enabled() and not any(map(_is_inference, values)):
+            return function(*args, **kwargs)
+        with torch.inference_mode(False):
+            return function(*map(_normal, args), **{k: _normal(v) for k, v in kwargs.items()})
+
+    return cast(F, wrapper)
+
+
+def _is_inference(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_inference()
 
 
 def fast_empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -181,23 +385,67 @@ def target_classes(
 ) -> torch.Tensor:
     """A class target as one class index per sample, ``(n,)`` int64, checked against the
     number of ``classes``."""
-    index = torch.as_tensor(target, device=device)
-    if index.is_floating_point() or index.dim() > 1:
-        raise ValueError(
-            f"target must be an int, one int per sample, or a callable; got {target!r}"
-        )
+    index = _class_index(target, n).to(device)
     index = index.expand(n) if index.dim() == 0 else index
-    if index.shape != (n,):
+    outside = (index < 0) | (index >= classes)
+    if outside.any():
+        raise ValueError(
+            f"target class(es) {index[outside].unique().tolist()} out of range: the model has "
+            f"{classes} classes, 0 .. {classes - 1}"
+        )
+    return index.long()
+
+
+def check_target(target: object, n: int) -> Target:
+    """``target`` must be a callable or a class target for ``n`` images: an int, or one int per
+    image (a list, tuple, integer tensor or array of ``n``). Its range is checked against the
+    model's classes once its output is known (:func:`target_classes`)."""
+    if not callable(target) or isinstance(target, torch.Tensor):
+        _class_index(target, n)
+    return cast(Target, target)
+
+
+def _class_index(target: object, n: int) -> torch.Tensor:
+    """A class target as an integer tensor, ``()`` or ``(n,)``; its type and shape checked."""
+    if isinstance(target, bool):
+        raise ValueError(
+            f"target {target!r} is a bool, not a class index: give an int, one per image, "
+            f"or a callable"
+        )
+    try:
+        index = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as err:  # None, a string, a dict, ...
+        raise TypeError(
+            f"target must be a class index (an int), one per image (a list or an integer "
+            f"tensor of {n}), or a callable returning one score per image; got "
+            f"{type(target).__name__} {_short(target)}"
+        ) from err
+    if index.dim() > 1:
+        raise ValueError(
+            f"target has shape {tuple(index.shape)}; give one class per image, shape ({n},) "
+            f"(target.flatten() for a column, target.argmax(1) for one-hot rows)"
+        )
+    if index.dim() == 1 and index.shape[0] != n:
         raise ValueError(
             f"target has {index.shape[0]} classes for a batch of {n} images; give "
             f"one int, or one per image"
         )
-    if ((index < 0) | (index >= classes)).any():
+    if index.dtype == torch.bool:
         raise ValueError(
-            f"target {index.tolist()} out of range: the model has {classes} "
-            f"classes, 0 .. {classes - 1}"
+            f"target is a tensor of bools, {_short(target)}; give class indices, an integer "
+            f"tensor (target.long() if the bools are classes 0 and 1)"
         )
-    return index.long()
+    if index.is_floating_point() or index.is_complex():
+        raise ValueError(
+            f"target must be an int, one int per sample, or a callable; got "
+            f"{_short(target)} (class indices as floats: target.long())"
+        )
+    return index
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextlib.contextmanager
@@ -214,7 +462,7 @@ def explaining(model: nn.Module) -> Iterator[list]:
             model.eval()
         for p, flag in flags:
             if flag:
-                p.requires_grad_(False)
+                _requires_grad(p, False)
         with torch.enable_grad():
             yield handles
     finally:
@@ -225,7 +473,17 @@ def explaining(model: nn.Module) -> Iterator[list]:
                 m.training = training
         for p, flag in flags:
             if p.requires_grad != flag:
-                p.requires_grad_(flag)
+                _requires_grad(p, flag)
+
+
+def _requires_grad(p: torch.Tensor, flag: bool) -> None:
+    """``p.requires_grad_(flag)``, also for a parameter made inside inference mode (an
+    inference tensor, whose flag can be set only there)."""
+    if p.is_inference():
+        with torch.inference_mode():
+            p.requires_grad_(flag)
+    else:
+        p.requires_grad_(flag)
 
 
 def capture(model: nn.Module, layer: Layer, handles: list) -> dict:
