@@ -66,7 +66,15 @@ class ShapesNet(nn.Module):
 
     ``features`` maps ``(n, 3, 64, 64)`` images to feature maps, ``pool`` summarises them and
     ``classifier`` turns the summary into ``(n, classes)`` scores (logits).
+
+    Attributes:
+        input_size: ``(C, H, W)`` of the images the model was built and trained for, (3, 64, 64).
+            shapes-cnn's fully connected head takes nothing else; the pooled networks run on
+            other sizes too. The explanation methods name it when an input does not fit
+            (:func:`vismap._core.forward`).
     """
+
+    input_size: tuple[int, int, int] = (3, 64, 64)
 
     def __init__(self, features: nn.Module, pool: nn.Module, classifier: nn.Module):
         super().__init__()
