@@ -45,7 +45,11 @@ Beyond the four papers (chapter 10):
 Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
 and returns unnormalised maps at input resolution; :func:`normalize` is a separate step. The
 caller's model is left as it was (mode, ``requires_grad``, no hooks), see
-:func:`vismap._core.explaining`. :data:`METHODS` is the registry of the map methods: name ->
+:func:`vismap._core.explaining`, and so is ``x``: the model is fed a copy, never ``x`` itself.
+Every method works inside ``torch.no_grad()`` and ``torch.inference_mode()``. A bad input is
+refused before any work, with a ValueError or a TypeError that names the argument; an input
+the model cannot take (a size, a dtype) with one that names ``x``'s shape and what the model
+takes (:mod:`vismap._core`). :data:`METHODS` is the registry of the map methods: name ->
 :class:`Method` (the function, whether it needs a layer, fine or coarse, its paper, its default
 options); :func:`get_method` looks a name up. Adding a method means writing its function, its
 entry in :data:`METHODS` and its tests: the widgets, the benchmark, notebook 08's leaderboard
@@ -57,6 +61,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,12 +75,20 @@ from ._core import (
     Layer,
     Target,
     capture,
+    check_baseline,
+    check_call,
     check_count,
+    check_flag,
     check_input,
+    check_model,
     check_nonnegative,
+    check_target,
     explaining,
     fast_empty,
     fast_layout,
+    forward,
+    inference_safe,
+    model_input,
     relu_rule,
     repeat_target,
     resolve_layer,
@@ -115,11 +128,12 @@ __all__ = [
 ]
 
 
+@inference_safe
 def _backprop_to_input(
     model: nn.Module, x: torch.Tensor, target: Target, rule: str
 ) -> torch.Tensor:
     """``d score / d x`` with every ``nn.ReLU`` of ``model`` back-propagating by ``rule``."""
-    check_input(x, model)
+    check_call(model, x, target)
     with explaining(model) as handles:
         if rule != "gradient":  # plain backprop is autograd's own ReLU rule: no hooks needed
             relu_rule(model, rule, handles)
@@ -141,10 +155,14 @@ def _gradients(
     the NCHW ones to 1e-6 relative (the tests compare with captum, which runs NCHW, to 1e-5). An
     image with exactly flat regions (a constant image, a synthetic pattern) may route its ties
     differently from NCHW.
+
+    The gradient is taken with respect to a leaf ``x.detach()``; the model is fed its
+    differentiable copy in the fast layout (:func:`vismap._core.model_input`), so that an
+    in-place first module can neither write into the caller's ``x`` nor into the leaf.
     """
-    x = fast_layout(x.detach()).requires_grad_(True)
-    score = target_scores(model(x), target)
-    (grad,) = torch.autograd.grad(score.sum(), x)  # samples are independent in eval mode
+    leaf = x.detach().requires_grad_(True)
+    score = target_scores(forward(model, model_input(leaf)), target)
+    (grad,) = torch.autograd.grad(score.sum(), leaf)  # samples are independent in eval mode
     return grad if keep_layout else grad.contiguous()
 
 
@@ -210,6 +228,8 @@ def _sequential_prefix(model: nn.Module, layer: Layer | int) -> tuple[nn.Sequent
             "zeiler_fergus needs an nn.Sequential of layers, or a model whose "
             "`features` is one (as vismap's and torchvision's VGG models)"
         )
+    if isinstance(layer, bool):
+        raise TypeError(f"layer must be an index, a module or a dotted name, got {layer!r}")
     if isinstance(layer, int):
         if not 0 <= layer < len(features):
             raise ValueError(f"layer index {layer} out of range 0 .. {len(features) - 1}")
@@ -264,7 +284,8 @@ def zeiler_fergus(
         ``(n, C, H, W)`` reconstructions. They equal ``a * deconvnet(...)`` of that unit, where
         ``a`` is its activation.
     """
-    check_input(x, model)
+    check_input(x, check_model(model))
+    check_count(channel, "channel", minimum=0)
     features, index = _sequential_prefix(model, layer)
     a, sizes, switches = x, [], {}
     for i, m in enumerate(features[: index + 1]):
@@ -279,7 +300,7 @@ def zeiler_fergus(
                 f"padding={m.padding!r} (give the padding as an int or a pair)"
             )
         elif isinstance(m, (nn.Conv2d, nn.ReLU)):
-            a = m(a.clone() if isinstance(m, nn.ReLU) and m.inplace else a)
+            a = forward(m, a.clone() if isinstance(m, nn.ReLU) and m.inplace else a)
         else:
             raise ValueError(
                 f"zeiler_fergus handles Conv2d, ReLU and MaxPool2d layers; layer "
@@ -293,7 +314,8 @@ def zeiler_fergus(
     if position is None:
         unit = fmap.argmax(1)
     else:
-        rc = torch.as_tensor(position, device=a.device).long().reshape(-1, 2)
+        rc = torch.as_tensor(position, device=a.device).long()
+        rc = rc.reshape(-1, 2) if rc.numel() % 2 == 0 else rc.new_empty(0, 2)
         if (
             len(rc) not in (1, a.shape[0])
             or (rc < 0).any()
@@ -351,10 +373,25 @@ def _output_padding(conv: nn.Conv2d, signal: torch.Tensor, size: torch.Size) -> 
 
 
 def _pair(v, what: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, int) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(p, int) and p > 0 for p in pair):
+    pair = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (tuple, list)) else ()
+    if len(pair) != 2 or not all(
+        isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in pair
+    ):
         raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
     return pair
+
+
+def _occlusion_baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``baseline`` as a tensor of ``x``'s shape: a number, or a tensor broadcastable to ``x``
+    (one colour ``(C, 1, 1)``, one image, one per image), of finite values."""
+    b = check_baseline(baseline, x)
+    try:
+        return b.expand_as(x)
+    except RuntimeError:
+        raise ValueError(
+            f"baseline must be a number or a tensor broadcastable to x {tuple(x.shape)} (one "
+            f"colour (C, 1, 1), one image (C, H, W), one per image); got shape {tuple(b.shape)}"
+        ) from None
 
 
 def occlusion(
@@ -376,15 +413,32 @@ def occlusion(
     drop ``y(x) - y(x_p)`` over the windows that cover it. Many occluded copies go through the
     model in one forward (``batch_size`` images at a time: on a CPU, about 64 is fastest).
 
+    Every pixel is covered because the stride is at most the window: a stride larger than the
+    window (or than the image) would leave the pixels between two windows never hidden, with
+    no drop to average - a map undefined there. Such a stride is refused (a ValueError), not
+    filled in: give a stride <= the window, in each direction.
+
     Args:
-        window, stride: ints or ``(height, width)`` pairs, in pixels.
+        window, stride: ints or ``(height, width)`` pairs, in pixels; ``stride <= window``.
         baseline: the value hidden pixels get: a number, or a tensor broadcastable to ``x``.
+        batch_size: occluded images per forward, >= 1.
 
     Returns:
         ``(n, 1, H, W)``: positive where hiding the pixels lowers the score.
     """
-    check_input(x, model)
+    check_call(model, x, target)
+    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+    check_count(batch_size, "batch_size")
     n, _, height, width = x.shape
+    if wh > height or ww > width:
+        raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image")
+    if sh > wh or sw > ww:
+        raise ValueError(
+            f"stride {sh}x{sw} is larger than the window {wh}x{ww}: the pixels between two "
+            f"windows would never be hidden and their map would be undefined; give a stride "
+            f"<= the window in each direction (e.g. stride={max(1, min(wh, ww) // 2)})"
+        )
+    hidden = _occlusion_baseline(baseline, x)
     if n > batch_size:  # one image-chunk at a time keeps every forward at about batch_size
         return torch.cat(
             [
@@ -400,9 +454,6 @@ def occlusion(
                 for i in range(0, n, batch_size)
             ]
         )
-    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-    if wh > height or ww > width:
-        raise ValueError(f"window {wh}x{ww} is larger than the {height}x{width} image")
     # Corners 0, s, 2s, ... until a window reaches the far edge; the last may be cut off there.
     tops = torch.arange(0, -(-(height - wh) // sh) + 1, device=x.device) * sh
     lefts = torch.arange(0, -(-(width - ww) // sw) + 1, device=x.device) * sw
@@ -411,14 +462,13 @@ def occlusion(
     in_cols = (cols >= lefts[:, None]) & (cols < lefts[:, None] + ww)  # (L, W)
     masks = (in_rows[:, None, :, None] & in_cols[None, :, None, :]).flatten(0, 1)  # (P, H, W)
     masks = masks.to(x.dtype)
-    baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
 
     corners = [(int(t), int(left)) for t in tops for left in lefts]  # the order of masks
 
     with explaining(model):
         with torch.no_grad():
-            image, hidden = fast_layout(x.detach()), fast_layout(baseline.detach())
-            base = target_scores(model(image), target)  # (n,)
+            image, hidden = fast_layout(x.detach()), fast_layout(hidden.detach())
+            base = target_scores(forward(model, model_input(image)), target)  # (n,)
             per_target = _repeat_target(target, n)
             drops = []
             chunk = max(1, batch_size // n)
@@ -433,7 +483,7 @@ def occlusion(
                 for j, (t, left) in enumerate(windows):
                     rect = (..., slice(t, t + wh), slice(left, left + ww))
                     copies[j][rect] = hidden[rect]
-                out = model(occluded)
+                out = forward(model, occluded)  # ours: an in-place first module may write it
                 scores = target_scores(out, per_target(len(windows))).view(len(windows), n)
                 drops.append(base - scores)
     drop = torch.cat(drops)  # (P, n)
@@ -462,11 +512,24 @@ def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Scale each map of ``maps (n, ...)`` to [0, 1] by its own min and max.
 
     A constant map (all zeros, say) becomes all zeros, never NaN: a map whose span is at most
-    ``eps`` is divided by infinity instead of by its span.
+    ``eps`` (>= 0) is divided by infinity instead of by its span. A map with a NaN or an
+    infinite value has no span to scale by: a ValueError (found from its min and max, no
+    extra pass).
     """
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a torch.Tensor (n, ...), got {type(maps).__name__}")
+    if maps.dim() < 2:
+        raise ValueError(
+            f"maps must be a batch of maps (n, ...), each normalised on its own; got shape "
+            f"{tuple(maps.shape)} (for one map use maps[None])"
+        )
+    eps = check_nonnegative(eps, "eps")
     flat = (maps if maps.is_floating_point() else maps.float()).flatten(1)
     low, high = torch.aminmax(flat, dim=1, keepdim=True)
-    span = high - low
+    span = high - low  # NaN or infinite if the map has a NaN (min and max propagate it) or an inf
+    if not bool(torch.isfinite(span).all()):
+        bad = (~torch.isfinite(span))[:, 0].nonzero()[:, 0].tolist()
+        raise ValueError(f"maps {bad[:10]} have NaN or infinite values; they cannot be scaled")
     return (flat - low).div_(torch.where(span > eps, span, torch.inf)).view_as(maps)
 
 
@@ -508,8 +571,11 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     ``F.interpolate(maps, size, mode="bilinear", align_corners=False)`` to float rounding and,
     on a CPU, runs 3-9x faster for the course's coarse maps (8x8 -> 64x64, 7x7 -> 224x224).
     """
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 2:
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be a tensor (n, K, h, w), got {shape}")
     h, w = maps.shape[-2:]
-    height, width = (int(v) for v in size)
+    height, width = _size(size)
     if not maps.is_floating_point():
         raise ValueError(f"maps must be floating point, got {maps.dtype}")
     rows = _bilinear_weights(height, h, maps.dtype, maps.device)
@@ -517,11 +583,23 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     return rows @ maps @ columns.T
 
 
+def _size(size) -> tuple[int, int]:
+    """``size`` as ``(H, W)``, two positive ints (or int-likes: numpy, 0-d tensors)."""
+    try:
+        height, width = (operator.index(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (H, W), two positive ints, got {size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be (H, W), two positive ints, got {size!r}")
+    return height, width
+
+
 def _at_input(maps: torch.Tensor, x: torch.Tensor, upsampled: bool) -> torch.Tensor:
     """Maps ``(n, 1, h, w)`` upsampled to ``x``'s size (or not), as a contiguous tensor."""
     return (upsample(maps, x.shape[-2:]) if upsampled else maps).contiguous()
 
 
+@inference_safe
 def layer_gradient(
     model: nn.Module, x: torch.Tensor, target: Target, layer: Layer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -530,10 +608,10 @@ def layer_gradient(
     gradients. On a CPU the forward pass runs channels-last (:func:`vismap._core.fast_layout`):
     both tensors then agree with the NCHW ones to float rounding (a layer's maps need no
     max-pool routing below the layer to be the same)."""
-    check_input(x, model)
+    check_call(model, x, target)
     with explaining(model) as handles:
         record = capture(model, layer, handles)
-        score = target_scores(model(fast_layout(x.detach())), target)
+        score = target_scores(forward(model, model_input(x.detach())), target)
         if "activation" not in record:
             raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
         (grad,) = torch.autograd.grad(score.sum(), record["activation"])
@@ -562,6 +640,8 @@ def gradcam(
         ``(n, 1, H, W)`` upsampled bilinearly to the input, or ``(n, 1, h, w)`` at the layer's
         resolution with ``upsampled=False``. Unnormalised (see :func:`normalize`).
     """
+    check_flag(counterfactual, "counterfactual")
+    check_flag(upsampled, "upsampled")
     a, grad = layer_gradient(model, x, target, layer)
     if counterfactual:
         grad = -grad
@@ -580,6 +660,7 @@ def layercam(
     Hierarchical Class Activation Maps for Localization*). ``(n, 1, H, W)``, or ``(n, 1, h, w)``
     with ``upsampled=False``.
     """
+    check_flag(upsampled, "upsampled")
     a, grad = layer_gradient(model, x, target, layer)
     maps = F.relu((F.relu(grad) * a).sum(1, keepdim=True))
     return _at_input(maps, x, upsampled)
@@ -636,11 +717,16 @@ def cam(
             "cam explains a class (an int or one per image); for any other "
             "score use gradcam with a callable target"
         )
-    check_input(x, model)
+    check_call(model, x, target)
+    check_flag(upsampled, "upsampled")
+    if weights is not None and not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights must be a tensor (classes, K), got {type(weights).__name__}")
     with explaining(model) as handles:
         record = capture(model, layer, handles)
         with torch.no_grad():
-            out = model(fast_layout(x))
+            out = forward(model, model_input(x))
+    if "activation" not in record:
+        raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
     a = record["activation"].detach()
     if weights is None:
         weights, _ = _gap_linear_weights(model, a, out)
@@ -648,7 +734,8 @@ def cam(
         raise ValueError(
             f"weights must have shape (classes, {a.shape[1]}), got {tuple(weights.shape)}"
         )
-    w = weights.detach()[target_classes(target, len(x), weights.shape[0], x.device)]  # w^c
+    classes = target_classes(target, len(x), weights.shape[0], x.device)
+    w = weights.detach().to(a)[classes]  # w^c, in the dtype and on the device of A
     maps = torch.einsum("nk,nkhw->nhw", w, a)[:, None]
     return _at_input(maps, x, upsampled)
 
@@ -666,7 +753,7 @@ def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target) -> torch
     sensitive to it *and* it is far from zero. For a linear model ``y = w . x`` the map sums to
     the score, ``sum M = y`` (Integrated Gradients from a zero baseline gives the same map).
     """
-    return saliency(model, x, target) * x
+    return saliency(model, x, target) * x.detach()
 
 
 def _each_copy(target: Target, copies: int) -> Target:
@@ -678,9 +765,17 @@ def _each_copy(target: Target, copies: int) -> Target:
 
 
 def _method_function(method: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    return get_method(method).function if isinstance(method, str) else method
+    if isinstance(method, str):
+        return get_method(method).function
+    if not callable(method):
+        raise TypeError(
+            f"method must be a registry name ({', '.join(METHODS)}) or a function "
+            f"(model, x, target, **options) -> maps; got {type(method).__name__}"
+        )
+    return method
 
 
+@inference_safe
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,
@@ -715,11 +810,13 @@ def smoothgrad(
     Returns:
         the base method's map shape, e.g. ``(n, C, H, W)`` for the gradient.
     """
-    check_input(x, model)
+    check_call(model, x, target)
     check_count(samples, "samples")
     sigma = check_nonnegative(sigma, "sigma")
     check_count(batch_size, "batch_size")
     base = _method_function(method)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     where = generator.device if generator is not None else x.device
     noise = torch.randn(
         (len(x) * samples, *x.shape[1:]), generator=generator, dtype=x.dtype, device=where
@@ -789,7 +886,7 @@ def path_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, to
 def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A baseline given as a number, one image ``(C, H, W)`` or one per image ``(n, C, H, W)``,
     as a tensor of ``x``'s shape."""
-    b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    b = check_baseline(baseline, x)
     if b.dim() == 3:
         b = b[None]
     if b.dim() not in (0, 4) or (
@@ -799,11 +896,10 @@ def _baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             f"baseline must be a number, one image {tuple(x.shape[1:])} or one per "
             f"image {tuple(x.shape)}; got shape {tuple(b.shape)}"
         )
-    if not bool(torch.isfinite(b).all()):
-        raise ValueError("baseline has NaN or infinite values")
     return b.expand_as(x)
 
 
+@inference_safe
 def integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -840,7 +936,7 @@ def integrated_gradients(
     Returns:
         ``(n, C, H, W)``, signed.
     """
-    check_input(x, model)
+    check_call(model, x, target)
     check_count(batch_size, "batch_size")
     alphas, weights = path_rule(steps, rule)
     b = _baseline(baseline, x)
@@ -864,7 +960,7 @@ def integrated_gradients(
                 average[images] += torch.einsum(
                     "k,kn...->n...", w, grad.view(len(w), -1, *x.shape[1:])
                 )
-    return (x - b) * average.contiguous()
+    return (x.detach() - b) * average.contiguous()
 
 
 # --------------------------------------------------------------------------------------------
@@ -898,6 +994,8 @@ def gradcam_pp(
     Returns:
         ``(n, 1, H, W)``, or ``(n, 1, h, w)`` with ``upsampled=False``.
     """
+    check_flag(upsampled, "upsampled")
+    eps = check_nonnegative(eps, "eps")
     a, g = layer_gradient(model, x, target, layer)
     denominator = 2 * g.pow(2) + a.sum((2, 3), keepdim=True) * g.pow(3) + eps
     alpha = torch.where(denominator != 0, g.pow(2) / denominator, 0.0)
@@ -932,12 +1030,13 @@ def scorecam(
     Returns:
         ``(n, 1, H, W)``, or ``(n, 1, h, w)`` with ``upsampled=False``.
     """
-    check_input(x, model)
+    check_call(model, x, target)
     check_count(batch_size, "batch_size")
+    check_flag(upsampled, "upsampled")
     with explaining(model) as handles:
         record = capture(model, layer, handles)
         with torch.no_grad():
-            target_scores(model(fast_layout(x)), target)  # checks the target once
+            target_scores(forward(model, model_input(x)), target)  # checks the target once
         handles.pop().remove()  # the masked images need no capture
         if "activation" not in record:
             raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
@@ -981,7 +1080,7 @@ def _score_masks(
     for j in range(0, len(masks), batch_size):
         h = masks[j : j + batch_size]
         masked = torch.mul(image, h[:, None], out=batch[: len(h)])  # x * H_k
-        scores.append(target_scores(model(masked), target))
+        scores.append(target_scores(forward(model, masked), target))  # ours: may be written
     s = torch.cat(scores)
     out[live] = s[: len(live)]
     if len(dead):
@@ -1014,6 +1113,7 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
+@inference_safe
 def class_model(
     model: nn.Module,
     target: Target,
@@ -1063,8 +1163,12 @@ def class_model(
     Returns:
         ``(1, *shape)`` in [0, 1], on the model's device.
     """
+    check_model(model)
+    check_target(target, 1)
     if objective not in ("log_probability", "score"):
         raise ValueError(f"objective must be 'log_probability' or 'score', got {objective!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     check_count(steps, "steps")
     check_count(jitter, "jitter", minimum=0)
     check_count(blur_every, "blur_every", minimum=0)
@@ -1073,16 +1177,19 @@ def class_model(
     if (
         not isinstance(shape, (tuple, list))
         or len(shape) != 3
-        or not all(isinstance(v, int) and v > 0 for v in shape)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
     ):
         raise ValueError(f"shape must be (C, H, W), three positive ints; got {shape!r}")
     if blur_every and not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
         raise ValueError(f"blur_sigma must be a number > 0, got {blur_sigma!r}")
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
     rng = torch.Generator().manual_seed(seed)
-    image = (0.5 + 0.01 * torch.randn((1, *shape), generator=rng)).clamp(0, 1).to(device)
-    check_input(image, model)
+    image = (0.5 + 0.01 * torch.randn((1, *shape), generator=rng)).clamp(0, 1)
+    image = image.to(device=device, dtype=dtype or image.dtype)
+    what = f"the image of shape={tuple(shape)}"
+    check_input(image, model, what)
     with explaining(model):
         for step in range(steps):
             dy, dx = (
@@ -1091,7 +1198,7 @@ def class_model(
                 else (0, 0)
             )
             shifted = torch.roll(image, (dy, dx), (2, 3)).requires_grad_(True)
-            out = model(shifted)
+            out = forward(model, model_input(shifted, fast=False), what)
             if objective == "log_probability" and not callable(target):
                 out = out.log_softmax(1)
             ascent = target_scores(out, target) - l2 * (shifted - 0.5).pow(2).sum()
@@ -1103,6 +1210,7 @@ def class_model(
     return image.detach()
 
 
+@inference_safe
 def adversarial(
     model: nn.Module,
     x: torch.Tensor,
@@ -1133,7 +1241,7 @@ def adversarial(
     Returns:
         ``(n, C, H, W)`` in [0, 1], with ``|x_adv - x| <= eps`` everywhere.
     """
-    check_input(x, model)
+    check_call(model, x, target)
     eps = check_nonnegative(eps, "eps")
     check_count(steps, "steps")
     if float(x.min()) < 0 or float(x.max()) > 1:
@@ -1151,7 +1259,7 @@ def adversarial(
     with explaining(model):
         for _ in range(steps):
             adv.requires_grad_(True)
-            out = model(adv)
+            out = forward(model, model_input(adv, fast=False))
             score = target_scores(out, target)  # checks the target
             if callable(target) and not isinstance(target, torch.Tensor):
                 loss = -score

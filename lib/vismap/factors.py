@@ -10,10 +10,14 @@ here is re-exported by :mod:`vismap.explain`.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable, Mapping
+from typing import cast
+
 import torch
 from torch import nn
 
-from ._core import Layer, check_input, explaining
+from ._core import Layer, check_input, check_model, explaining, forward, model_input
 from .explain import gradcam, layercam
 from .vae import kl_per_dim
 
@@ -49,9 +53,10 @@ def _needs_posterior(output) -> ValueError:
 def _check_posterior_model(model: nn.Module, x: torch.Tensor) -> None:
     """Run ``model`` on one image (no gradient, eval mode, left as it was) and check that it
     returns ``(mu, logvar)`` - before any layer of it is looked up."""
-    check_input(x)
+    check_model(model, "vae")
+    check_input(x)  # the channels and size are the encoder's to check (SpritesVAE says which)
     with explaining(model), torch.no_grad():
-        output = model(x[:1].detach())
+        output = forward(model, model_input(x[:1].detach()))
     if not _is_posterior(output):
         raise _needs_posterior(output)
 
@@ -81,11 +86,7 @@ def factor_score(dims, statistic: str = "mu"):
     """
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
-    index = [dims] if isinstance(dims, int) else list(dims)
-    if not index:
-        raise ValueError("dims is empty; give one latent dimension or a set of them")
-    if not all(isinstance(i, int) for i in index) or len(set(index)) != len(index):
-        raise ValueError(f"dims must be distinct ints, got {dims!r}")
+    index = _dims(dims)
 
     def score(output) -> torch.Tensor:
         if not _is_posterior(output):
@@ -95,12 +96,46 @@ def factor_score(dims, statistic: str = "mu"):
         bad = [i for i in index if not -latents <= i < latents]
         if bad:
             raise ValueError(
-                f"latent dimension(s) {bad} out of range: the encoder has "
-                f"{latents} dimensions, 0 .. {latents - 1}"
+                f"dims {bad} out of range: the encoder has {latents} dimensions, "
+                f"0 .. {latents - 1} (or -{latents} .. -1 from the end)"
             )
         return STATISTICS[statistic](mu, logvar)[:, index].sum(1)
 
     return score
+
+
+def _dims(dims) -> list[int]:
+    """``dims`` - one latent index or a non-empty collection of distinct ones (ints, numpy
+    integers, an integer tensor) - as a list of ints."""
+    if callable(dims) and not isinstance(dims, torch.Tensor):
+        raise TypeError(
+            "the target of a factor map is its latent dimension(s), dims (an int or a list of "
+            "them), not a callable; for a callable score use vismap.explain.gradcam or layercam"
+        )
+    single = _as_index(dims)
+    if single is not None:
+        return [single]
+    if dims is None or isinstance(dims, (str, bytes, Mapping)) or not isinstance(dims, Iterable):
+        raise TypeError(f"dims must be a latent dimension (an int) or a list of them, got {dims!r}")
+    index = [_as_index(i) for i in dims]
+    if not index:
+        raise ValueError("dims is empty; give one latent dimension or a set of them")
+    if None in index or len(set(index)) != len(index):
+        raise ValueError(f"dims must be distinct ints, got {dims!r}")
+    return cast(list[int], index)
+
+
+def _as_index(value) -> int | None:
+    """``value`` as an int if it is one (a Python or numpy integer, a 0-d integer tensor; not a
+    bool), else None."""
+    if isinstance(value, bool) or (
+        isinstance(value, torch.Tensor) and (value.dim() or value.dtype == torch.bool)
+    ):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 #: How a factor map weighs the layer's activations: Grad-CAM's mean gradient per channel, or
@@ -145,6 +180,7 @@ def factor_cam(
     Returns:
         ``(n, 1, H, W)`` (or ``(n, 1, h, w)`` with ``upsampled=False``), unnormalised.
     """
+    check_model(vae, "vae")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     score = factor_score(dims, statistic)
