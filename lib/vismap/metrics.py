@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,9 +48,16 @@ from torch import nn
 from ._core import (
     Layer,
     Target,
+    check_baseline,
+    check_call,
+    check_count,
     check_input,
+    check_model,
+    check_target,
     explaining,
     fast_layout,
+    forward,
+    inference_safe,
     resolve_layer,
     target_classes,
 )
@@ -76,7 +84,25 @@ __all__ = [
 ]
 
 
+def _tensor(value: object, what: str) -> torch.Tensor:
+    """``value`` must be a tensor; floating-point values must be finite (a NaN in a map would
+    rank, point or weigh silently wrong)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{what} has NaN or infinite values; give finite values")
+    return value
+
+
+def _fraction(value: object, what: str) -> float:
+    """``value`` must be a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _maps_2d(maps: torch.Tensor, what: str = "maps") -> torch.Tensor:
+    _tensor(maps, what)
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3:
@@ -98,6 +124,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
     masks = _maps_2d(masks, "masks").bool()
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
+    check_count(tolerance, "tolerance", minimum=0)
     if tolerance > 0:
         grown = ndimage.binary_dilation(
             masks.cpu().numpy(), np.ones((1, 3, 3), bool), iterations=tolerance
@@ -161,6 +188,7 @@ def box_from_map(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
         ``(n, 4)`` int64 boxes ``(x0, y0, x1, y1)``; a map with no positive value gives the
         empty box ``(0, 0, 0, 0)``.
     """
+    threshold = _fraction(threshold, "threshold")
     arrays = _maps_2d(maps).detach().cpu().numpy()
     boxes = np.zeros((len(arrays), 4), dtype=np.int64)
     for k, m in enumerate(arrays):
@@ -176,6 +204,13 @@ def box_from_map(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Intersection over union of paired boxes ``a, b (n, 4)`` -> ``(n,)`` (0 for empty boxes)."""
+    _tensor(a, "a")
+    _tensor(b, "b")
+    if a.dim() != 2 or a.shape[1] != 4 or a.shape != b.shape:
+        raise ValueError(
+            f"a and b must be paired boxes of the same shape (n, 4), got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
     a, b = a.float(), b.float()
     w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
     h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
@@ -190,6 +225,8 @@ def localization_accuracy(
 ) -> float:
     """Share of maps whose :func:`box_from_map` overlaps the true box ``(n, 4)`` with
     IoU >= ``iou``."""
+    _tensor(boxes, "boxes")
+    iou = _fraction(iou, "iou")
     if boxes.dim() == 3 and boxes.shape[1] == 1:
         boxes = boxes[:, 0]
     if boxes.dim() != 2 or boxes.shape[1] != 4:
@@ -210,6 +247,7 @@ def importance(maps: torch.Tensor) -> torch.Tensor:
     ``(n, H, W)`` is kept as it is, sign included: for CAM, Grad-CAM or occlusion a larger value
     *is* more evidence for the class, and a negative value evidence against it.
     """
+    _tensor(maps, "maps")
     if maps.dim() == 3:
         return maps[:, None]
     if maps.dim() != 4:
@@ -236,7 +274,7 @@ def blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     from torchvision.transforms.functional import gaussian_blur
 
     check_input(x)
-    if not sigma > 0:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < math.inf:
         raise ValueError(f"sigma must be a positive number of pixels, got {sigma!r}")
     largest = 2 * min(x.shape[-2:]) - 1  # reflect padding needs kernel // 2 < the image size
     size = min(2 * math.ceil(3 * sigma) + 1, largest)
@@ -253,10 +291,11 @@ def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Te
             )
         return blur(x)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        check_baseline(baseline, x)  # finite
         return torch.full_like(x, float(baseline))
     if isinstance(baseline, torch.Tensor):
         try:
-            return baseline.to(x.device, x.dtype).expand_as(x)
+            return check_baseline(baseline, x).expand_as(x)
         except RuntimeError:
             pass
         raise ValueError(
@@ -274,8 +313,6 @@ def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Ties (the zeros of a ReLU'd map, a constant map) are broken by one fixed random permutation
     of the pixels, so that no part of the image (the top rows, say) goes first by accident.
     """
-    if not isinstance(maps, torch.Tensor):
-        raise ValueError(f"maps must be a tensor, got {type(maps).__name__}")
     scores = importance(maps).detach()
     n, _, h, w = x.shape
     if scores.shape[0] != n or scores.shape[-2:] != (h, w):
@@ -341,7 +378,7 @@ def _perturbation_curve(
             j = torch.arange(first, min(first + batch_size, n * (steps + 1)), device=x.device)
             i, k = j // (steps + 1), j % (steps + 1)  # image, step
             changed = (rank[i] < counts[k, None]).view(-1, 1, h, w)
-            out = model(fast_layout(torch.where(changed, end[i], start[i])))
+            out = forward(model, fast_layout(torch.where(changed, end[i], start[i])))
             if classes is None:
                 classes = target_classes(target, n, out.shape[1], x.device)
             probs[j] = PROBABILITIES[probability](out).gather(1, classes[i, None])[:, 0]
@@ -387,7 +424,7 @@ def deletion_curve(
     Returns:
         ``(n, steps + 1)`` probabilities at the fractions ``0, 1/steps, ..., 1``.
     """
-    check_input(x)
+    check_call(model, x, target)
     base = _baseline(baseline, x)
     return _perturbation_curve(model, x, target, maps, steps, x, base, batch_size, probability)
 
@@ -408,7 +445,7 @@ def insertion_curve(
     map's order; a good map makes the probability rise at once. Arguments and returns as
     :func:`deletion_curve`: ``(n, steps + 1)``, from the baseline (fraction 0) to the image
     (fraction 1)."""
-    check_input(x)
+    check_call(model, x, target)
     base = _baseline(baseline, x)
     return _perturbation_curve(model, x, target, maps, steps, base, x, batch_size, probability)
 
@@ -479,6 +516,8 @@ def insertion_auc(
 
 
 def _as_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    _tensor(a, "a")
+    _tensor(b, "b")
     if a.shape != b.shape or a.dim() < 2:
         raise ValueError(
             f"compare two batches of maps of the same shape (n, ...), got "
@@ -524,7 +563,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     less on maps smaller than 11 pixels)."""
     from skimage.metrics import structural_similarity
 
-    a, b = _maps_2d(a).detach().cpu().double(), _maps_2d(b).detach().cpu().double()
+    a, b = _maps_2d(a, "a").detach().cpu().double(), _maps_2d(b, "b").detach().cpu().double()
     if a.shape != b.shape:
         raise ValueError(
             f"compare maps of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
@@ -585,9 +624,15 @@ def _layer_steps(
         return steps
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
+    if not isinstance(layers, (list, tuple)):
+        raise _layers_error(model, layers)
     steps = []
     for step in layers:
+        if not isinstance(step, (str, nn.Module, list, tuple)):
+            raise _layers_error(model, step)
         group = [step] if isinstance(step, (str, nn.Module)) else list(step)
+        if not all(isinstance(layer, (str, nn.Module)) for layer in group):
+            raise _layers_error(model, step)
         names = [resolve_layer(model, layer)[0] for layer in group]
         for name in names:
             if not any(True for _ in model.get_submodule(name).parameters()):
@@ -598,6 +643,17 @@ def _layer_steps(
     return steps
 
 
+def _layers_error(model: nn.Module, bad: object) -> TypeError:
+    """The error for ``layers`` holding something that is no layer (an index, say)."""
+    names = [name for name, m in model.named_modules() if _owns_parameters(m)][::-1]
+    return TypeError(
+        f"layers must be a layer (a name or a module), or a list with one name, module or "
+        f"list of them per step; got {bad!r}. A layer is named, not numbered (a module of an "
+        f"nn.Sequential is named by its index as a string, '3'); this model's layers with "
+        f"parameters, top down: {', '.join(repr(n) for n in names[:20])}"
+    )
+
+
 def _compared(maps: torch.Tensor) -> torch.Tensor:
     """Adebayo et al.'s comparison form: the absolute importance, normalised to [0, 1]."""
     m = importance(maps).abs()[:, 0].detach().float()
@@ -606,6 +662,7 @@ def _compared(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, flat / top.clamp(min=1e-30), torch.zeros_like(flat)).view_as(m)
 
 
+@inference_safe
 def randomization_check(
     model: nn.Module,
     x: torch.Tensor,
@@ -645,7 +702,15 @@ def randomization_check(
         :class:`Randomization`: per step the layer names, the mean rank correlation and SSIM
         over the images (and per image), and the compared maps.
     """
-    check_input(x)
+    check_input(x, check_model(model))
+    check_target(target, x.shape[0])
+    if not callable(method):
+        raise TypeError(
+            f"method must be a function (model, x, target) -> maps, e.g. vm.explain.saliency "
+            f"(a registry name: vm.explain.get_method(name)); got {type(method).__name__}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     steps = _layer_steps(model, layers)
     clone = copy.deepcopy(model)
     maps = [_compared(method(clone, x, target))]
@@ -685,7 +750,7 @@ def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> float:
         maps: ``(n, 1, H, W)``, ``(n, C, H, W)`` (channels summed) or ``(n, H, W)``.
         masks: ``(n, H, W)`` bool, at least one pixel in and one out.
     """
-    if maps.dim() == 4 and maps.shape[1] > 1:
+    if _tensor(maps, "maps").dim() == 4 and maps.shape[1] > 1:
         maps = maps.sum(1, keepdim=True)
     maps = _maps_2d(maps)
     masks = _maps_2d(masks, "masks").bool()
