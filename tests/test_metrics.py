@@ -89,6 +89,19 @@ def test_relevance_mass_by_hand():
     assert M.relevance_mass(half[None], masks[:1]).item() == pytest.approx(0.75)
 
 
+def test_relevance_mass_keeps_float64():
+    # a share is a sum over every pixel: in float32 two correct orders differ by ~1e-7, so a
+    # float64 comparison (the exercise of chapter 08) needs a float64 share
+    maps = torch.rand(2, 1, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[:, 10:30, 5:40] = True
+    got = M.relevance_mass(maps, masks)
+    assert got.dtype == torch.float64
+    want = (maps[:, 0] * masks).sum((1, 2)) / maps[:, 0].sum((1, 2))
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    assert M.relevance_mass(maps.float(), masks).dtype == torch.float32
+
+
 def test_relevance_mass_never_nan():
     masks = torch.ones(3, 4, 4, dtype=torch.bool)
     got = M.relevance_mass(torch.zeros(3, 1, 4, 4), masks)

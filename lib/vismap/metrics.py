@@ -153,9 +153,11 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         masks: ``(n, H, W)`` or ``(n, 1, H, W)`` bool, each with at least one pixel.
 
     Returns:
-        ``(n,)`` float in [0, 1].
+        ``(n,)`` in [0, 1], in the maps' floating-point dtype (float32 for integer maps), so
+        that float64 maps give a float64 share.
     """
-    maps = _maps_2d(maps).float().clamp(min=0)
+    maps = _maps_2d(maps)
+    maps = (maps if maps.is_floating_point() else maps.float()).clamp(min=0)
     masks = _check_masks(masks, maps)
     inside = (maps * masks).flatten(1).sum(1)
     total = maps.flatten(1).sum(1)
