@@ -575,11 +575,13 @@ def test_every_method_rejects_nan_input_and_a_wrong_channel_count(name, course):
 @pytest.mark.slow
 def test_class_models_are_scored_as_their_class(course):
     # the default objective is Simonyan et al.'s score y^c; measured on the shipped checkpoints:
-    # lowest p of the own class 0.988 (shapes-cnn) and 1.000 (shapes-gap). shapes-allconv is
-    # not asserted: it scores its images of classes 0, 1 and 5 as class 3 (cross), and with the
+    # lowest p of the own class 0.988 (shapes-cnn) and 1.000 (shapes-gap). shapes-cnn's is
+    # asserted by chapter 10 (notebooks/10_beyond.ipynb, run by make test: every class, the
+    # default objective, lowest p > 0.5), so it is not computed twice. shapes-allconv is not
+    # asserted: it scores its images of classes 0, 1 and 5 as class 3 (cross), and with the
     # log-probability those of classes 0 and 1.
     for name, model in course.items():
-        if name == "shapes-allconv":
+        if name != "shapes-gap":
             continue
         for c in range(len(vm.data.SHAPE_CLASSES)):
             image = E.class_model(model, c)
