@@ -311,8 +311,13 @@ def test_integrated_gradients_equal_captum(case):
         if rule == "riemann_trapezoid":  # captum's weights 1/m, halved at the ends, sum to
             got = got * (steps - 1) / steps  # (m - 1)/m; vismap's, 1/(m - 1), sum to 1
         # captum rounds its quadrature weights to float32 (``torch.tensor(step_sizes).float()``),
-        # so in float64 the two agree to float32's relative rounding of a weight, 6e-8, not 1e-16
-        assert_maps_close(got, want, max(rel, 1e-6), msg=f"{name} {rule}")
+        # so in float64 the two agree to float32's relative rounding of a weight, 6e-8, not 1e-16.
+        # In float32, VGG-11 with random weights (scores of 5e-4) is fragile along the path:
+        # rounding that differs with the batch size and the CPU's kernels flips ReLU and
+        # max-pool switches, measured up to 5.6e-3 of the map's maximum under other dispatch
+        # settings; a wrong method (weights, rule, a missing x - x') is off by order 1.
+        tolerance = max(rel, 1e-6) if x.dtype == torch.float64 else 2e-2
+        assert_maps_close(got, want, tolerance, msg=f"{name} {rule}")
     assert hook_count(model) == 0
 
 
@@ -322,11 +327,13 @@ def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(case):
     # captum draws its noise in float32 whatever the input's dtype (its standard deviation is a
     # float32 tensor), and a float64 draw from the same seed is another sample: the same noise
     # exists only in float32, so this comparison runs there, to float32's tolerance
+    # (and, as for every float32 comparison here, captum gets x in vismap's layout,
+    # channels-last on a CPU, so that both run the same kernels)
     model, x, rel = copy.deepcopy(model).float(), x.float(), max(rel, 1e-4)
     with torch.random.fork_rng():
         torch.manual_seed(11)  # captum draws from torch's global generator
         want = captum_attr.NoiseTunnel(captum_attr.Saliency(model)).attribute(
-            x.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=5,
+            fast_layout(x).requires_grad_(True), nt_type="smoothgrad", nt_samples=5,
             stdevs=0.2, target=target, abs=False)
     got = E.smoothgrad(model, x, target, samples=5, sigma=0.2,
                        generator=torch.Generator().manual_seed(11))
@@ -337,8 +344,8 @@ def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(case):
 @pytest.mark.portable
 def test_gradient_x_input_equals_captum(case):
     name, model, _, x, target, rel = case
-    want = captum_attr.InputXGradient(model).attribute(x.clone().requires_grad_(True),
-                                                       target=target)
+    given = x.clone() if x.dtype == torch.float64 else fast_layout(x).clone()  # as for IG
+    want = captum_attr.InputXGradient(model).attribute(given.requires_grad_(True), target=target)
     got = E.gradient_x_input(model, x, target)
     assert_maps_close(got, want, rel, msg=name)
 
