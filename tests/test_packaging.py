@@ -70,6 +70,23 @@ def test_notebook_teaches(path):
     assert re.search(r"^\s*assert ", text["code"], re.M), "asserts its claim"
 
 
+CHAPTERS = [p for p in NOTEBOOKS if p.name[:2].isdigit() and not p.name.startswith("00")]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_ends_with_a_recap(path):
+    # three to five questions on the chapter's key ideas, each with its answer in a <details>
+    # block: folded in JupyterLab and in the book until the reader opens it
+    nb = json.loads(path.read_text())
+    last = nb["cells"][-1]
+    text = "".join(last["source"])
+    assert last["cell_type"] == "markdown" and text.startswith("## Recap"), path.name
+    questions = re.findall(r"^\*\*\d+\. .+\?\*\*$", text, re.M)
+    answers = re.findall(r"<details><summary>Answer</summary>\n\n(.+?)\n\n</details>", text, re.S)
+    assert 3 <= len(questions) <= 5 and len(answers) == len(questions), (path.name, questions)
+    assert all(len(a.split()) >= 10 for a in answers), "an answer is a few sentences, not a word"
+
+
 def test_hook_count_sees_every_kind_of_hook():
     """conftest.hook_count, which the no-hook-left-behind tests rely on, counts each kind."""
     from conftest import hook_count
