@@ -65,6 +65,18 @@ def test_the_history_pattern_leaves_course_words_alone(text):
     assert not HISTORY.search(text), text
 
 
+def test_the_readme_chapter_table_types_no_measured_number():
+    # a row states what its chapter claims and the bound it asserts (">= 97 %", "<= 2 points");
+    # the measured values live in the executed notebook, where they are computed
+    rows = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+            if re.match(r"\| (\d\d|talk) \|", line)]
+    assert len(rows) >= 12
+    bounds = re.compile(r"(?:[≥≤<>=~]|at least|at most|iff) ?[\d.]+")
+    typed = [(row[:8], m.group(0)) for row in rows
+             for m in re.finditer(r"\d+\.\d+(?:[–-]\d+\.\d+)?", bounds.sub("", row))]
+    assert not typed, f"measured numbers typed into the README's chapter table: {typed}"
+
+
 # ------------------------------------------------------------------------- the glossary
 
 GLOSSARY = ROOT / "docs" / "glossary.md"
