@@ -71,11 +71,12 @@ def run_cell(namespace: dict, notebook: str, marker: str, only_definitions: bool
 
 def passes(namespace: dict, answer: str, check: str) -> bool:
     """Run the answer, then its check, in a copy of ``namespace``: True when the check passes.
-    Any error the check raises is a failed check, as the student sees it, but a ``NameError``,
-    which means this file's namespace lacks a name the notebook defines."""
+    Any error the answer or the check raises is a failed check, as the student sees it (a wrong
+    answer may fail before its check runs), but a ``NameError``, which means this file's
+    namespace lacks a name the notebook defines."""
     scope = dict(namespace)
-    exec(compile(answer, "<answer>", "exec"), scope)  # noqa: S102 (the course's own cells)
     try:
+        exec(compile(answer, "<answer>", "exec"), scope)  # noqa: S102 (the course's own cells)
         exec(compile(check, "<check>", "exec"), scope)  # noqa: S102
     except NameError:
         raise
