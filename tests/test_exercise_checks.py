@@ -440,7 +440,8 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
      [(", structure=np.ones((3, 3))", ""),  # 4-connected components
       ("cols.max() + 1, rows.max() + 1", "cols.max(), rows.max()"),  # the last pixel, not its edge
       ("largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))", "largest = 1"),  # first
-      ("m >= threshold * m.max()", "m >= threshold")]),  # not relative to the map's maximum
+      ("m >= threshold * m.max()", "m >= threshold"),  # not relative to the map's maximum
+      ("m >= threshold * m.max()", "m > threshold * m.max()")]),  # the threshold itself left out
     ("06_gradcam.ipynb", "gradcam-weights", ns_06,
      [("alpha = grad.mean((2, 3), keepdim=True)",
        "alpha = grad.flatten(2).sum(2)[..., None, None] / grad[0, 0].numel()")],
