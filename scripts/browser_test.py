@@ -216,6 +216,24 @@ def _request(url: str, token: str, method: str = "GET", timeout: float = 5.0) ->
         return response.read()
 
 
+def _wait_until_up(server: subprocess.Popen, probe, what: str, url: str, logfile: Path,
+                   seconds: float, pause: float) -> None:
+    """Poll ``probe()`` until it stops raising OSError; fail if ``server`` exits first or it
+    does not answer within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.poll() is not None:
+            raise Failed(f"{what} exited with status {server.returncode}; see {logfile}")
+        try:
+            probe()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise Failed(f"{what} did not answer on {url} within {seconds:.0f} s; "
+                             f"see {logfile}") from None
+            time.sleep(pause)
+
+
 @contextmanager
 def jupyterlab(root_dir: Path, home: Path, logfile: Path):
     """Run JupyterLab on ``root_dir``; yields ``(base_url, token)``. On exit, also after an
@@ -246,18 +264,8 @@ def jupyterlab(root_dir: Path, home: Path, logfile: Path):
                                   cwd=root_dir, start_new_session=True)
     kernels: list = []
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise Failed(f"JupyterLab exited with status {server.returncode}; see {logfile}")
-            try:
-                _request(f"{url}/api/status", token)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise Failed(f"JupyterLab did not answer on {url} within 90 s; "
-                                 f"see {logfile}") from None
-                time.sleep(0.5)
+        _wait_until_up(server, lambda: _request(f"{url}/api/status", token), "JupyterLab",
+                       url, logfile, seconds=90, pause=0.5)
         log(f"JupyterLab is up on {url} (pid {server.pid}), serving {root_dir}")
         yield url, token
     finally:
@@ -497,19 +505,12 @@ def http_server(folder: Path, logfile: Path):
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder,
                                   start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                raise Failed(f"python -m http.server exited with status {server.returncode}; "
-                             f"see {logfile}")
-            try:
-                with urllib.request.urlopen(f"{url}/", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise Failed(f"python -m http.server did not answer on {url} within 30 s; "
-                                 f"see {logfile}") from None
-                time.sleep(0.2)
+        def answers() -> None:
+            with urllib.request.urlopen(f"{url}/", timeout=5):
+                pass
+
+        _wait_until_up(server, answers, "python -m http.server", url, logfile, seconds=30,
+                       pause=0.2)
         log(f"python -m http.server is up on {url} (pid {server.pid}), serving {folder}")
         yield url
     finally:
