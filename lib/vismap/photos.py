@@ -145,7 +145,9 @@ class ImageNetModel:
         """
         from torchvision.transforms import functional as TF
 
-        pixels = torch.from_numpy(_as_rgb_array(image)).permute(2, 0, 1)  # (3, H, W) uint8
+        array = _as_rgb_array(image)  # a read-only array (a cached photo) is copied, not shared
+        array = array if array.flags.writeable else array.copy()
+        pixels = torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W) uint8
         pixels = TF.resize(
             pixels, [self.resize_size], interpolation=self.interpolation, antialias=True
         )
