@@ -216,6 +216,17 @@ def _request(url: str, token: str, method: str = "GET", timeout: float = 5.0) ->
         return response.read()
 
 
+def _stop_group(server: subprocess.Popen) -> None:
+    """Stop ``server``'s process group: SIGTERM, then SIGKILL if it is still running."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if server.poll() is None:
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(timeout=wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+
 def _wait_until_up(server: subprocess.Popen, probe, what: str, url: str, logfile: Path,
                    seconds: float, pause: float) -> None:
     """Poll ``probe()`` until it stops raising OSError; fail if ``server`` exits first or it
@@ -278,13 +289,7 @@ def jupyterlab(root_dir: Path, home: Path, logfile: Path):
             server.wait(timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             pass
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            if server.poll() is None:
-                try:
-                    os.killpg(server.pid, sig)
-                    server.wait(timeout=wait)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        _stop_group(server)
         for kernel in kernels:  # kernels run in their own process groups
             try:
                 kernel.kill()
@@ -514,13 +519,7 @@ def http_server(folder: Path, logfile: Path):
         log(f"python -m http.server is up on {url} (pid {server.pid}), serving {folder}")
         yield url
     finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            if server.poll() is None:
-                try:
-                    os.killpg(server.pid, sig)
-                    server.wait(timeout=wait)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        _stop_group(server)
         log(f"python -m http.server stopped (exit status {server.returncode})")
 
 
