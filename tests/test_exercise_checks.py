@@ -276,19 +276,27 @@ def ns_07_disputed() -> dict:
 
 
 def ns_07_scenes() -> dict:
-    vae2 = remember_forward(pretrained("sprites2-vae"))  # the check encodes 800 scenes 6 times
+    vae2 = remember_forward(pretrained("sprites2-vae"))  # the check encodes the scenes 5 times
     scenes = vm.data.make_sprites(400, seed=vm.data.HELDOUT_SEED + 7, objects=2)
-    names = vm.data.sprites.sprite_factor_names(2)
     with torch.no_grad():
-        mu, _ = vae2(scenes.images)
-    corr = np.abs(vm.disentangle.factor_correlation(mu, scenes.factors.flatten(1)))
-    follows = {obj: sorted({int(corr[:, names.index(f"{obj}.{p}")].argmax())
-                            for p in ("pos_x", "pos_y")}) for obj in "AB"}
-    joint_b = vm.explain.factor_cam(vae2, scenes.images[:300], follows["B"])
-    points = tuple(vm.metrics.pointing_game(joint_b, scenes.masks[:300, k]).float().mean().item()
-                   for k in (1, 0))
-    return {**BASE, "vae2": vae2, "scenes": scenes, "follows": follows,
-            "table2": {("B", "joint"): {"KL": points}}}
+        mu, logvar = vae2(scenes.images)
+    kl = vm.vae.kl_per_dim(mu, logvar).mean(0)
+    best = vm.disentangle.best_latents(mu, kl, scenes.factors[:, 1, 3:5])  # B's x and y
+    follows = {"B": sorted(set(best))}
+    torch.manual_seed(0)
+    untrained = vm.vae.BroadcastVAE().eval()
+    with torch.no_grad():
+        mu0, logvar0 = untrained(scenes.images)
+    best0 = vm.disentangle.best_latents(mu0, vm.vae.kl_per_dim(mu0, logvar0).mean(0),
+                                        scenes.factors[:, 1, 3:5], min_kl=0.0)
+
+    def hits(model, dims):
+        maps = vm.explain.factor_cam(model, scenes.images[:300], dims)
+        return torch.stack([vm.metrics.pointing_game(maps, scenes.masks[:300, k])
+                            for k in (1, 0)], 1).float()
+
+    table2 = {"B": {"KL": hits(vae2, follows["B"]), "untrained": hits(untrained, sorted(set(best0)))}}
+    return {**BASE, "vae2": vae2, "scenes": scenes, "follows": follows, "table2": table2}
 
 
 def ns_08_curves() -> dict:
@@ -468,14 +476,17 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
       ("F.relu(grad) * stored[\"A\"]", "grad * stored[\"A\"]"),  # no inner ReLU
       ("F.relu(grad) * stored[\"A\"]", "F.relu(grad).mean((2, 3), keepdim=True) * stored[\"A\"]")]),
     ("07_factor_maps.ipynb", "ex07-object-b", ns_07_scenes,
-     [("    corr_ = vm.disentangle.factor_correlation(mu_, scenes.factors[:, k])\n"
-       "    return sorted({int(np.abs(corr_[:, 3]).argmax()), int(np.abs(corr_[:, 4]).argmax())})",
+     [("    corr_ = np.abs(vm.disentangle.factor_correlation(mu_, scenes.factors[:, k]))  # (latents, 5)\n"
+       "    corr_[~active_] = -1.0  # a dead latent is never chosen\n"
+       "    return sorted({int(corr_[:, 3].argmax()), int(corr_[:, 4].argmax())})",
        "    both = torch.cat([mu_, scenes.factors[:, k, 3:5].to(mu_.dtype)], 1).T  # x, y last\n"
        "    corr_ = torch.corrcoef(both)[-2:, :-2].abs()  # (2 factors, latents)\n"
+       "    corr_[:, torch.from_numpy(~active_)] = -1.0\n"
        "    return sorted(set(corr_.argmax(1).tolist()))")],
      [('{"A": 0, "B": 1}[obj]', '{"A": 1, "B": 0}[obj]'),  # the objects swapped
-      ("corr_[:, 3]).argmax()), int(np.abs(corr_[:, 4])",  # scale and orientation, not x, y
-       "corr_[:, 1]).argmax()), int(np.abs(corr_[:, 2])"),
+      ("corr_[:, 3].argmax()), int(corr_[:, 4]",  # scale and orientation, not x, y
+       "corr_[:, 1].argmax()), int(corr_[:, 2]"),
+      ("    corr_[~active_] = -1.0  # a dead latent is never chosen\n", ""),  # dead latents too
       ("b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents)",  # the mu statistic
        "b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents, statistic='mu')"),
       ("scenes.masks[:300, 1]).float().mean().item(),\n"  # on A first, then on B

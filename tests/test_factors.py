@@ -7,6 +7,7 @@ from conftest import assert_maps_close, float64, hook_count
 from torch.distributions import Normal, kl_divergence
 
 import vismap as vm
+from vismap.models import read_manifest
 from vismap.vae import SpritesVAE, kl_per_dim, total_correlation, vae_loss
 
 
@@ -327,22 +328,93 @@ def test_shipped_vae_separates_x_and_y_position():
     assert corr[x_dim, 3] >= 0.9 and corr[y_dim, 4] >= 0.9
 
 
-@pytest.mark.slow  # 2000 two-object sprites through the VAE
+@pytest.mark.slow  # 2000 two-object scenes through the VAE, two joint maps of 500
 def test_shipped_two_object_vae_matches_its_manifest():
-    entry = vm.models.read_manifest().get("files", {}).get("sprites2-vae.pt")
-    if entry is None:
-        pytest.skip("sprites2-vae checkpoint not made yet")
+    entry = vm.models.read_manifest()["files"]["sprites2-vae.pt"]
     vae = vm.models.load_pretrained("sprites2-vae")
+    assert isinstance(vae, vm.vae.BroadcastVAE) and entry["architecture"] == "BroadcastVAE"
     held = vm.data.make_sprites(2000, seed=vm.train.HELDOUT_SEED + 3, objects=2)
-    with torch.no_grad():
-        mu, _ = vae(held.images)
-    corr = np.abs(vm.disentangle.factor_correlation(mu, held.factors.flatten(1)))
-    for k, name in enumerate(vm.data.sprites.sprite_factor_names(2)):
-        if name.endswith(("pos_x", "pos_y")):
-            assert abs(corr[:, k].max() - entry["best_abs_corr"][name]) < 0.03, name
-            # the manifest's latent is the best here too, or ties with it (two latents can
-            # follow a factor about equally)
-            assert corr[entry["best_latent"][name], k] > corr[:, k].max() - 0.03, name
+    measured = vm.train_vae.evaluate_objects(vae, held)
+    # other scenes than the manifest's: the same latents, |corr| and pointing within sampling
+    assert measured["object_latents"] == entry["object_latents"]
+    for name, value in entry["object_latent_corr"].items():
+        assert abs(measured["object_latent_corr"][name] - value) < 0.03, name
+    for obj, (own, other) in entry["joint_map_pointing_own_other"].items():
+        got_own, got_other = measured["joint_map_pointing_own_other"][obj]
+        assert abs(got_own - own) < 0.06 and abs(got_other - other) < 0.06, obj
+
+
+def test_best_latents_keeps_dead_latents_out():
+    g = torch.Generator().manual_seed(0)
+    factor = torch.rand(500, 1, generator=g)
+    mu = torch.cat([factor + 0.5 * torch.randn(500, 1, generator=g), 1e-3 * factor], 1)
+    kl = torch.tensor([2.0, 1e-5])  # latent 1 follows the factor exactly but carries nothing
+    assert np.abs(vm.disentangle.factor_correlation(mu, factor))[:, 0].argmax() == 1
+    assert vm.disentangle.best_latents(mu, kl, factor) == [0]
+    assert vm.disentangle.best_latents(mu, kl, factor, min_kl=0.0) == [1]
+    with pytest.raises(ValueError, match=r"no latent is active: every mean KL is <= 0.1"):
+        vm.disentangle.best_latents(mu, torch.zeros(2), factor)
+    with pytest.raises(ValueError, match=r"kl must be \(2,\), one value per latent"):
+        vm.disentangle.best_latents(mu, torch.ones(3), factor)
+
+
+def test_spatial_broadcast_decoder_tiles_z_beside_the_coordinates():
+    decoder = vm.vae.SpatialBroadcastDecoder(latents=3).double()
+    seen = {}
+    decoder.net[0].register_forward_hook(lambda _m, inp, _out: seen.update(h=inp[0]))
+    z = torch.randn(2, 3, dtype=torch.float64)
+    logits = decoder(z)
+    assert logits.shape == (2, 1, 64, 64) and logits.dtype == torch.float64
+    h = seen["h"]  # (n, d + 2, 32, 32): z at every location, then u (across) and v (down)
+    assert h.shape == (2, 5, 32, 32)
+    assert torch.equal(h[:, :3], z[:, :, None, None].expand(2, 3, 32, 32))
+    grid = torch.linspace(-1, 1, 32).double()  # the buffer is float32, cast to z's dtype
+    assert torch.equal(h[0, 3], grid[None].expand(32, 32)) and torch.equal(h[0, 4], grid[:, None].expand(32, 32))
+    vae = vm.vae.BroadcastVAE()
+    assert isinstance(vae.decoder, vm.vae.SpatialBroadcastDecoder)
+    assert [k for k in vae.state_dict() if k.startswith("encoder.")] == [
+        k for k in vm.vae.SpritesVAE().state_dict() if k.startswith("encoder.")]
+
+
+def test_encoder_only_checkpoints_encode_and_refuse_to_decode():
+    files = vm.models.read_manifest()["files"]
+    x = vm.data.make_sprites(4, seed=0, objects=2).images
+    for name, architecture in vm.models.ENCODERS.items():
+        entry = files[f"{name}.pt"]
+        assert entry["encoder_only"] and entry["command"].startswith("python -m vismap.train --only")
+        model = vm.models.load_pretrained(name)
+        assert type(model) is architecture
+        mu, logvar = model(x)
+        assert mu.shape == logvar.shape == (4, vm.vae.LATENTS)
+        with pytest.raises(RuntimeError, match=f"{name} is an encoder-only checkpoint.*'sprites2-vae'"):
+            model.decode(mu)
+    steps = vm.train_vae.VAE_RECIPES["sprites2-vae"]["snapshots"]
+    assert {f"sprites2-vae-step{s}" for s in steps} <= set(vm.models.ENCODERS)
+
+
+@pytest.mark.slow  # four steps of the two-object VAE, then its held-out measures
+def test_train_command_keeps_the_snapshots_as_encoders(tmp_path, monkeypatch):
+    small = {**vm.train_vae.VAE_RECIPES["sprites2-vae"], "steps": 4, "batch_size": 8, "snapshots": (2,)}
+    monkeypatch.setitem(vm.train_vae.VAE_RECIPES, "sprites2-vae", small)
+    monkeypatch.setattr(vm.train_vae, "SNAPSHOT_EVERY", 2)
+    monkeypatch.setattr(vm.train_vae, "HELDOUT_IMAGES", 64)
+    monkeypatch.setattr(vm.disentangle, "ACTIVE_KL", 0.0)  # four steps make no latent active
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    threads = torch.get_num_threads()
+    try:
+        vm.train.main(["--only", "sprites2-vae", "--out", str(tmp_path), "--jobs", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    files = read_manifest(tmp_path)["files"]
+    whole = torch.load(tmp_path / "sprites2-vae.pt", weights_only=True)
+    kept = torch.load(tmp_path / "sprites2-vae-step2.pt", weights_only=True)
+    assert any(k.startswith("decoder.") for k in whole)
+    assert set(kept) == {k for k in whole if k.startswith("encoder.")}
+    assert files["sprites2-vae-step2.pt"]["step"] == 2
+    assert files["sprites2-vae-step2.pt"]["command"] == "python -m vismap.train --only sprites2-vae --seed 0"
+    record = files["sprites2-vae.pt"]
+    assert record["architecture"] == "BroadcastVAE" and record["steps"] == 4
+    assert set(record["object_latents"]) == {"A", "B"}
 
 
 # ---------------------------------------------------------------------------- anomalies

@@ -32,6 +32,7 @@ __all__ = [
     "metrics",
     "disentangle",
     "train",
+    "train_vae",
     "widgets",
 ]
 __version__ = "0.1.0"
@@ -40,6 +41,6 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> ModuleType:
     # The command-line module is imported on first use, so that `python -m vismap.train` does
     # not import it twice; the widgets, so that `import vismap` needs no ipywidgets.
-    if name in ("train", "widgets"):
+    if name in ("train", "train_vae", "widgets"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'vismap' has no attribute {name!r}")

@@ -4,6 +4,8 @@
   factor ``v_k``, ``(latents, factors)``;
 * :func:`mutual_information` - ``I(mu_j; v_k)`` in nats, with ``mu_j`` discretised into
   equal-width bins (as in Chen et al. 2018 and Locatello et al. 2019);
+* :func:`best_latents` - the course's rule for which latent carries a factor: among the
+  *active* latents (mean KL above a threshold), the one of largest ``|corr|``;
 * :func:`mig` - the mutual information gap (Chen et al. 2018, *Isolating Sources of
   Disentanglement in VAEs*): for each factor, the gap between the two latents that know most
   about it, over the factor's entropy, ``MIG_k = (I_(1) - I_(2)) / H(v_k)``, averaged.
@@ -17,7 +19,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["factor_correlation", "mutual_information", "entropy", "mig"]
+__all__ = [
+    "factor_correlation",
+    "best_latents",
+    "mutual_information",
+    "entropy",
+    "mig",
+    "ACTIVE_KL",
+]
+
+ACTIVE_KL = 0.1  # nats: a latent whose mean KL is below this carries (almost) nothing
 
 
 def _as_numpy(mu, factors) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +51,32 @@ def factor_correlation(mu, factors) -> np.ndarray:
     b = f - f.mean(0)
     norm = np.sqrt((a**2).sum(0))[:, None] * np.sqrt((b**2).sum(0))[None]
     return np.divide(a.T @ b, norm, out=np.zeros((mu.shape[1], f.shape[1])), where=norm > 0)
+
+
+def best_latents(mu, kl, factors, min_kl: float = ACTIVE_KL) -> list[int]:
+    """For each factor ``v_k``, the active latent that follows it best:
+    ``argmax_{j : KL_j > min_kl} |corr(mu_j, v_k)|``.
+
+    A latent at the prior (``KL_j`` near 0) can still correlate with a factor by chance, and its
+    factor map is near zero; the threshold keeps such dead latents out.
+
+    Args:
+        mu: posterior means ``(n, latents)``.
+        kl: each latent's KL averaged over the same images, ``(latents,)`` (nats).
+        factors: the true factors ``(n, K)``.
+        min_kl: the activity threshold (nats).
+
+    Returns:
+        ``K`` latent indices (two factors may share one).
+    """
+    kl = kl.detach().cpu().numpy() if isinstance(kl, torch.Tensor) else np.asarray(kl, float)
+    corr = np.abs(factor_correlation(mu, factors))
+    if kl.shape != (corr.shape[0],):
+        raise ValueError(f"kl must be ({corr.shape[0]},), one value per latent; got {kl.shape}")
+    active = kl > min_kl
+    if not active.any():
+        raise ValueError(f"no latent is active: every mean KL is <= {min_kl} nats")
+    return [int(np.where(active, corr[:, k], -1.0).argmax()) for k in range(corr.shape[1])]
 
 
 def _codes(column: np.ndarray, bins: int | None) -> np.ndarray:

@@ -35,7 +35,7 @@ from .photos import (
     load_photo,
     weights_path,
 )
-from .vae import SpritesVAE
+from .vae import BroadcastVAE, SpritesVAE
 
 __all__ = [
     "ShapesNet",
@@ -44,6 +44,7 @@ __all__ = [
     "shapes_allconv",
     "ARCHITECTURES",
     "PRETRAINED",
+    "ENCODERS",
     "imagenet",
     "load_photo",
     "PHOTOS",
@@ -155,13 +156,40 @@ ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
     "shapes-allconv": shapes_allconv,
 }
 
-#: Every model shipped in ``data/``: the classifiers and chapter 07's two VAEs (the same
-#: :class:`vismap.vae.SpritesVAE`; ``sprites2-vae`` is trained on two-object sprite scenes).
+#: Every whole model shipped in ``data/``: the classifiers and chapter 07's two VAEs
+#: (``sprites-vae`` on one sprite; ``sprites2-vae``, with a Spatial Broadcast Decoder, on
+#: two-object scenes).
 PRETRAINED: dict[str, Callable[[], nn.Module]] = {
     **ARCHITECTURES,
     "sprites-vae": SpritesVAE,
-    "sprites2-vae": SpritesVAE,
+    "sprites2-vae": BroadcastVAE,
 }
+
+#: The encoder-only checkpoints of chapter 07's controlled experiment (factor maps need only
+#: the encoder): ``sprites2-vae`` at three steps of its training, the same model trained without
+#: the total-correlation term, and a SpritesVAE (transposed-convolution decoder) trained on the
+#: same scenes. :func:`load_pretrained` gives them without a decoder.
+ENCODERS: dict[str, Callable[[], SpritesVAE]] = {
+    "sprites2-vae-step1000": BroadcastVAE,
+    "sprites2-vae-step3000": BroadcastVAE,
+    "sprites2-vae-step5000": BroadcastVAE,
+    "sprites2-vae-no-tc": BroadcastVAE,
+    "sprites2-vae-deconv": SpritesVAE,
+}
+
+
+class _NoDecoder(nn.Module):
+    """Stands in for the decoder of an encoder-only checkpoint, and says so when called."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            f"{self.name} is an encoder-only checkpoint (chapter 07's controlled experiment): "
+            f"it encodes and explains, but has no decoder; load 'sprites2-vae' to decode"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,15 +228,18 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
 
     Args:
         name: one of :data:`PRETRAINED` (``"shapes-cnn"``, ``"shapes-gap"``, ``"sprites-vae"``,
-            ``"shapes-allconv"``, ``"sprites2-vae"``).
+            ``"shapes-allconv"``, ``"sprites2-vae"``) or :data:`ENCODERS` (encoder only: its
+            ``decode`` raises).
         folder: where the checkpoints are; default :func:`data_dir`.
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
         CheckpointError: a missing, truncated or tampered file (``make train`` remakes it).
     """
-    if name not in PRETRAINED:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(PRETRAINED)}")
+    if name not in PRETRAINED and name not in ENCODERS:
+        raise ValueError(
+            f"unknown model {name!r}; valid names: {', '.join([*PRETRAINED, *ENCODERS])}"
+        )
     folder = Path(folder) if folder is not None else data_dir()
     path = folder / f"{name}.pt"
     entry = read_manifest(folder).get("files", {}).get(path.name)
@@ -225,7 +256,13 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = PRETRAINED[name]()
+        model: nn.Module
+        if name in ENCODERS:
+            encoder = ENCODERS[name]()
+            encoder.decoder = _NoDecoder(name)
+            model = encoder
+        else:
+            model = PRETRAINED[name]()
         model.load_state_dict(state)
     except Exception as err:  # unreadable or wrong tensors despite a matching hash
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({err}); {remake}") from err

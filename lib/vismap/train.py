@@ -362,17 +362,29 @@ def train_shapes_model(
 
 def _train_one(
     name: str, seed: int, threads: int, out: Path, snapshots: Path | None, progress: bool
-) -> dict:
-    """Train model ``name`` with ``threads`` torch threads, save it to ``out/NAME.pt`` and
-    return its manifest record (run in a worker process by :func:`main`)."""
+) -> list[tuple[str, dict]]:
+    """Train model ``name`` with ``threads`` torch threads, save it to ``out/NAME.pt`` (a VAE's
+    kept snapshots to ``out/NAME-stepS.pt``, encoders only) and return each file's manifest
+    record (run in a worker process by :func:`main`)."""
     torch.set_num_threads(threads)
-    if name in VAE_RECIPES:
-        snapshot = train_vae.snapshots(snapshots, name)
-        model, record = train_vae.TRAINERS[name](seed=seed, snapshot=snapshot, progress=progress)
-    else:
+    if name not in VAE_RECIPES:
         model, record = train_shapes_model(name, seed=seed, progress=progress)
-    torch.save(model.state_dict(), out / f"{name}.pt")
-    return record
+        torch.save(model.state_dict(), out / f"{name}.pt")
+        return [(name, record)]
+    kept: dict[int, dict] = {}
+    snapshot = train_vae.snapshots(snapshots, name, kept)
+    model, record = train_vae.TRAINERS[name](seed=seed, snapshot=snapshot, progress=progress)
+    encoder_only = VAE_RECIPES[name].get("encoder_only", False)
+    torch.save(
+        train_vae.encoder_state(model) if encoder_only else model.state_dict(), out / f"{name}.pt"
+    )
+    files = [(name, record)]
+    for step, state in sorted(kept.items()):
+        torch.save(state, out / f"{name}-step{step}.pt")
+        files.append(
+            (f"{name}-step{step}", dict(model=name, seed=seed, step=step, encoder_only=True))
+        )
+    return files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -399,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         "--snapshots",
         type=Path,
         default=None,
-        help="save the VAE every 1,000 steps into this folder (long runs)",
+        help="save the whole VAE every 500 steps into this folder (to watch a long run)",
     )
     args = parser.parse_args(argv)
     if args.threads < 1 or (args.jobs is not None and args.jobs < 1):
@@ -413,26 +425,30 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     if jobs == 1:
         for item in work:
-            _record(args, item[0], _train_one(*item))
+            for file, record in _train_one(*item):
+                _record(args, file, record)
     else:
         context = multiprocessing.get_context("spawn")  # no torch state inherited by a fork
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
             running = {pool.submit(_train_one, *item): item[0] for item in work}
             for done in as_completed(running):
-                _record(args, running[done], done.result())
+                for file, record in done.result():
+                    _record(args, file, record)
     print(
         f"{len(work)} model(s) in {time.perf_counter() - started:.0f} s, {jobs} side by side, "
         f"{args.threads} thread(s) each"
     )
 
 
-def _record(args: argparse.Namespace, name: str, record: dict) -> None:
+def _record(args: argparse.Namespace, name: str, record: dict) -> None:  # name: the file stem
     """Add the command, hash, size and machine to ``record``, write it into the manifest and
     print a line about the model."""
     path = args.out / f"{name}.pt"
     thread_option = "" if args.threads == 1 else f" --threads {args.threads}"
     record.update(
-        command=f"python -m vismap.train --only {name} --seed {args.seed}{thread_option}",
+        command=(
+            f"python -m vismap.train --only {record['model']} --seed {args.seed}{thread_option}"
+        ),
         sha256=models.sha256(path),
         bytes=path.stat().st_size,
         torch=torch.__version__,
@@ -449,17 +465,19 @@ def _record(args: argparse.Namespace, name: str, record: dict) -> None:
         "vismap.models.load_pretrained."
     )
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    quality = (
-        f"held-out accuracy {record['accuracy']:.2%}, both classes of a pair in the "
-        f"top 2 {record['pairs_top2']:.2%}"
-        if "accuracy" in record
-        else f"best |corr| per factor {record['best_abs_corr']}, MIG {record['mig']}"
-    )
-    print(
-        f"{name}: {quality}, trained in {record['train_seconds']} s, "
-        f"{record['bytes'] / 1e6:.2f} MB",
-        flush=True,
-    )
+    if "accuracy" in record:
+        quality = (
+            f"held-out accuracy {record['accuracy']:.2%}, both classes of a pair in the "
+            f"top 2 {record['pairs_top2']:.2%}, trained in {record['train_seconds']} s"
+        )
+    elif "mig" in record:
+        quality = (
+            f"best |corr| per factor {record['best_abs_corr']}, MIG {record['mig']}, "
+            f"trained in {record['train_seconds']} s"
+        )
+    else:
+        quality = f"its encoder at step {record['step']}"
+    print(f"{name}: {quality}, {record['bytes'] / 1e6:.2f} MB", flush=True)
 
 
 if __name__ == "__main__":

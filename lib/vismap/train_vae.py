@@ -7,6 +7,7 @@ are :data:`VAE_RECIPES` (part of ``vismap.train.RECIPES``).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,28 +16,68 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import data, disentangle, vae
+from . import data, disentangle, metrics, vae
 from .data import HELDOUT_SEED, TRAIN_SEED
+from .factors import factor_cam
 
 __all__ = [
     "VAE_RECIPES",
     "TRAINERS",
     "fit_vae",
     "evaluate_vae",
+    "train_vae",
     "train_sprites_vae",
     "train_sprites2_vae",
     "snapshots",
 ]
 
-# name -> how it is trained: the VAE sees fresh sprites every step
-# (sprites-vae: 4,000 steps x 64 = 256,000 draws). sprites2-vae sees two-object scenes and
-# uses Burgess et al.'s controlled capacity: the KL is held at C nats, C rising linearly from
-# 0 to `capacity` over `anneal_steps`, plus a total-correlation penalty.
+# name -> how it is trained. Every VAE sees a fresh batch of sprites at every step.
+# * sprites-vae: the beta-VAE on one sprite (4,000 steps x 64 = 256,000 draws).
+# * sprites2-vae: two-object scenes, the Spatial Broadcast Decoder, beta = 4 and beta-TCVAE's
+#   total-correlation penalty; its encoder is also kept at the steps in `snapshots`
+#   (chapter 07's controlled experiment, encoder-only files `sprites2-vae-step{S}.pt`).
+# * the two controls of that experiment, kept as encoders only (`encoder_only`):
+#   sprites2-vae-no-tc, the same model and decoder without the TC term, and
+#   sprites2-vae-deconv, the same SpritesVAE as sprites-vae (transposed-convolution decoder)
+#   with beta = 1 and TC = 5.
 VAE_RECIPES: dict[str, dict] = {
-    "sprites-vae": dict(steps=4_000, batch_size=64, lr=1e-3, beta=4.0, tc=0.0),
-    "sprites2-vae": dict(steps=4_000, batch_size=64, lr=1e-3, beta=1.0, tc=5.0, objects=2),
+    "sprites-vae": dict(
+        architecture="SpritesVAE", steps=4_000, batch_size=64, lr=1e-3, beta=4.0, tc=0.0
+    ),
+    "sprites2-vae": dict(
+        architecture="BroadcastVAE",
+        steps=12_000,
+        batch_size=64,
+        lr=1e-3,
+        beta=4.0,
+        tc=10.0,
+        objects=2,
+        snapshots=(1_000, 3_000, 5_000),
+    ),
+    "sprites2-vae-no-tc": dict(
+        architecture="BroadcastVAE",
+        steps=12_000,
+        batch_size=64,
+        lr=1e-3,
+        beta=4.0,
+        tc=0.0,
+        objects=2,
+        encoder_only=True,
+    ),
+    "sprites2-vae-deconv": dict(
+        architecture="SpritesVAE",
+        steps=4_000,
+        batch_size=64,
+        lr=1e-3,
+        beta=1.0,
+        tc=5.0,
+        objects=2,
+        encoder_only=True,
+    ),
 }
 _SPRITE_CHUNK = 8_192  # sprites rendered at a time for the VAE
+SNAPSHOT_EVERY = 500  # steps between calls of fit_vae's snapshot callback
+HELDOUT_IMAGES = 10_000  # held-out images each trained VAE is measured on
 
 
 def fit_vae(
@@ -60,8 +101,8 @@ def fit_vae(
     Every step takes a fresh batch of sprites: chunks of 8,192 are drawn with
     ``make_sprites(8192, seed=TRAIN_SEED * 1_000_003 + chunk, objects=objects)`` and cut into
     batches, so the run is reproducible from ``seed`` (the weights and the reparameterisation
-    noise) alone. ``snapshot(step, model)``, if given, is called every 1,000 steps (to watch a
-    long run).
+    noise) alone. ``snapshot(step, model)``, if given, is called every :data:`SNAPSHOT_EVERY`
+    (500) steps.
 
     With ``capacity`` (nats), the KL term is Burgess et al.'s (2018) controlled capacity
     ``gamma * |KL - C_t|`` with ``C_t = capacity * min(1, t / anneal_steps)`` instead of
@@ -107,7 +148,7 @@ def fit_vae(
         out["loss"].backward()
         optimiser.step()
         history.append({key: value.item() for key, value in out.items() if key != "tc"})
-        if snapshot is not None and (step + 1) % 1000 == 0:
+        if snapshot is not None and (step + 1) % SNAPSHOT_EVERY == 0:
             snapshot(step + 1, model)
     return history
 
@@ -147,58 +188,71 @@ def evaluate_vae(model: vae.SpritesVAE, sprites: data.Sprites) -> dict:
     )
 
 
-def train_sprites_vae(
-    *, seed: int = 0, progress: bool = True, snapshot=None, **recipe
-) -> tuple[vae.SpritesVAE, dict]:
-    """Train the course's beta-VAE by :data:`RECIPES` ``["sprites-vae"]`` and measure it on
-    10,000 held-out sprites ``make_sprites(10000, HELDOUT_SEED)``.
-
-    Returns:
-        ``(model, record)``: the eval-mode model and what the manifest records of it.
-    """
-    recipe = {**VAE_RECIPES["sprites-vae"], **recipe}
-    torch.manual_seed(seed)
-    model = vae.SpritesVAE()
-    start = time.perf_counter()
-    history = fit_vae(model, seed=seed, progress=progress, snapshot=snapshot, **recipe)
-    seconds = time.perf_counter() - start
-    heldout = data.make_sprites(10_000, seed=HELDOUT_SEED)
-    last = history[-200:]
-    record = dict(
-        model="sprites-vae",
-        seed=seed,
-        train_seed=TRAIN_SEED,
-        heldout_seed=HELDOUT_SEED,
-        heldout_images=len(heldout),
-        final_loss=round(sum(h["loss"] for h in last) / len(last), 2),
-        train_seconds=round(seconds, 1),
-        **recipe,
-        **evaluate_vae(model, heldout),
+@torch.no_grad()
+def evaluate_objects(model: vae.SpritesVAE, scenes: data.Sprites, maps: int = 500) -> dict:
+    """Chapter 07's measures of a two-object VAE on held-out ``scenes``: each object's latents
+    by the course's rule (:func:`vismap.disentangle.best_latents` of its x and y positions,
+    active latents only), their ``|corr|`` and mean KL, and how often the object's joint factor
+    map (KL, element-wise, ``encoder.3``) has its maximum on its own object and on the other,
+    on the first ``maps`` scenes. Without any active latent, ``object_latents`` is ``None``."""
+    mu, logvar = model(scenes.images)
+    kl = vae.kl_per_dim(mu, logvar).mean(0)
+    names = data.sprites.sprite_factor_names(2)
+    position = ["A.pos_x", "A.pos_y", "B.pos_x", "B.pos_y"]
+    columns = scenes.factors.flatten(1)[:, [names.index(f) for f in position]]
+    if not (kl > disentangle.ACTIVE_KL).any():  # a run stopped too early: nothing to map
+        return dict(object_latents=None)
+    best = disentangle.best_latents(mu, kl, columns, min_kl=disentangle.ACTIVE_KL)
+    corr = abs(disentangle.factor_correlation(mu, columns))
+    latents = {"A": sorted(set(best[:2])), "B": sorted(set(best[2:]))}
+    pointing = {}
+    for k, obj in enumerate(("A", "B")):
+        with torch.enable_grad():
+            joint = factor_cam(model, scenes.images[:maps], latents[obj])
+        assert scenes.masks is not None  # make_sprites always draws them
+        masks = scenes.masks[:maps]
+        pointing[obj] = [
+            round(metrics.pointing_game(joint, masks[:, j]).float().mean().item(), 3)
+            for j in (k, 1 - k)
+        ]
+    return dict(
+        object_latents=latents,
+        object_latent_corr={
+            f: round(float(corr[j, c]), 3)
+            for c, (f, j) in enumerate(zip(position, best, strict=True))
+        },
+        object_latent_kl={f: round(float(kl[j]), 3) for f, j in zip(position, best, strict=True)},
+        joint_map_pointing_own_other=pointing,
+        joint_map_images=maps,
     )
-    return model.eval(), record
 
 
-def train_sprites2_vae(
-    *, seed: int = 0, progress: bool = True, snapshot=None, **recipe
+def train_vae(
+    name: str, *, seed: int = 0, progress: bool = True, snapshot=None, **overrides
 ) -> tuple[vae.SpritesVAE, dict]:
-    """Train the two-object VAE by :data:`VAE_RECIPES` ``["sprites2-vae"]`` (the same
-    :class:`vismap.vae.SpritesVAE`, on ``make_sprites(..., objects=2)`` scenes) and measure it
-    on 10,000 held-out scenes ``make_sprites(10000, HELDOUT_SEED, objects=2)``.
+    """Train the VAE ``name`` by :data:`VAE_RECIPES` (``overrides`` replace recipe entries) and
+    measure it on 10,000 held-out images ``make_sprites(10000, HELDOUT_SEED, objects)``.
+
+    ``snapshot(step, model)``, if given, is called every :data:`SNAPSHOT_EVERY` steps (the
+    recipe's ``snapshots`` are the steps that ``python -m vismap.train`` keeps).
 
     Returns:
-        ``(model, record)``: the eval-mode model and what the manifest records of it (the
-        factor table has ten columns, ``A.shape .. B.pos_y``).
+        ``(model, record)``: the eval-mode model and what the manifest records of it (for two
+        objects the factor table has ten columns, ``A.shape .. B.pos_y``).
     """
-    recipe = {**VAE_RECIPES["sprites2-vae"], **recipe}
+    recipe = {**VAE_RECIPES[name], **overrides}
+    fit_args = {
+        k: v for k, v in recipe.items() if k not in ("architecture", "snapshots", "encoder_only")
+    }
     torch.manual_seed(seed)
-    model = vae.SpritesVAE()
+    model = getattr(vae, recipe["architecture"])()
     start = time.perf_counter()
-    history = fit_vae(model, seed=seed, progress=progress, snapshot=snapshot, **recipe)
+    history = fit_vae(model, seed=seed, progress=progress, snapshot=snapshot, **fit_args)
     seconds = time.perf_counter() - start
-    heldout = data.make_sprites(10_000, seed=HELDOUT_SEED, objects=2)
+    heldout = data.make_sprites(HELDOUT_IMAGES, seed=HELDOUT_SEED, objects=recipe.get("objects", 1))
     last = history[-200:]
     record = dict(
-        model="sprites2-vae",
+        model=name,
         seed=seed,
         train_seed=TRAIN_SEED,
         heldout_seed=HELDOUT_SEED,
@@ -206,22 +260,45 @@ def train_sprites2_vae(
         final_loss=round(sum(h["loss"] for h in last) / len(last), 2),
         final_kl=round(sum(h["kl"] for h in last) / len(last), 2),
         train_seconds=round(seconds, 1),
-        **recipe,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
         **evaluate_vae(model, heldout),
     )
+    if recipe.get("objects", 1) == 2:
+        record.update(evaluate_objects(model.eval(), heldout))
     return model.eval(), record
 
 
+def train_sprites_vae(**kwargs) -> tuple[vae.SpritesVAE, dict]:
+    """:func:`train_vae` of ``"sprites-vae"``."""
+    return train_vae("sprites-vae", **kwargs)
+
+
+def train_sprites2_vae(**kwargs) -> tuple[vae.SpritesVAE, dict]:
+    """:func:`train_vae` of ``"sprites2-vae"``."""
+    return train_vae("sprites2-vae", **kwargs)
+
+
 #: name -> function that trains it from scratch: ``(seed=..., snapshot=...) -> (model, record)``
-TRAINERS: dict[str, Callable] = {
-    "sprites-vae": train_sprites_vae,
-    "sprites2-vae": train_sprites2_vae,
-}
+TRAINERS: dict[str, Callable] = {name: functools.partial(train_vae, name) for name in VAE_RECIPES}
 
 
-def snapshots(folder: Path | None, name: str):
-    """A ``snapshot(step, model)`` callback saving ``folder/NAME-STEP.pt`` (or ``None``)."""
-    if folder is None:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    return lambda step, model: torch.save(model.state_dict(), folder / f"{name}-{step}.pt")
+def encoder_state(model: vae.SpritesVAE) -> dict[str, torch.Tensor]:
+    """The encoder's tensors of ``model.state_dict()`` (what factor maps need), copied."""
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.")}
+
+
+def snapshots(folder: Path | None, name: str, keep: dict | None = None):
+    """A ``snapshot(step, model)`` callback: saves ``folder/NAME-STEP.pt`` (the whole model,
+    if ``folder``) and puts the encoder of the steps in the recipe's ``snapshots`` into
+    ``keep[step]``."""
+    wanted = set(VAE_RECIPES[name].get("snapshots", ()))
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def snapshot(step: int, model: vae.SpritesVAE) -> None:
+        if folder is not None:
+            torch.save(model.state_dict(), folder / f"{name}-{step}.pt")
+        if keep is not None and step in wanted:
+            keep[step] = encoder_state(model)
+
+    return snapshot

@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SpritesVAE", "kl_per_dim", "total_correlation", "vae_loss", "LATENTS"]
+__all__ = [
+    "SpritesVAE",
+    "BroadcastVAE",
+    "SpatialBroadcastDecoder",
+    "kl_per_dim",
+    "total_correlation",
+    "vae_loss",
+    "LATENTS",
+]
 
 LATENTS = 10  # latent dimensions of the course's VAE
 
@@ -65,7 +73,7 @@ class SpritesVAE(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 2 * latents),
         )
-        self.decoder = nn.Sequential(
+        self.decoder: nn.Module = nn.Sequential(
             nn.Linear(latents, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
@@ -99,6 +107,58 @@ class SpritesVAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean reconstruction ``sigmoid(decode(mu(x)))``, in [0, 1]."""
         return torch.sigmoid(self.decode(self(x)[0]))
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """The Spatial Broadcast Decoder (Watters et al. 2019, *Spatial Broadcast Decoder: A Simple
+    Architecture for Learning Disentangled Representations in VAEs*), for 64x64 images.
+
+    The code ``z (n, d)`` is *tiled* over a ``grid x grid`` lattice and two fixed coordinate
+    channels ``(u, v) in [-1, 1]^2`` are appended, so every location sees the same z and knows
+    where it is::
+
+        h_0[:, :, a, b] = (z, u_b, v_a)        (n, d + 2, grid, grid)
+        h_{l+1} = ReLU(conv3x3(h_l))            stride 1, padding 1, ``channels`` each
+        logits  = convT4x4/2(h_L)               (n, 1, 2 grid, 2 grid)
+
+    A position is then a *function of the coordinates* the decoder reads off z, not a pattern it
+    must draw with up-sampling filters; the paper shows that this prior is what lets a VAE give
+    each object's x and y their own latent. Here the lattice is 32x32 and one transposed
+    convolution doubles it to 64x64 (the paper broadcasts at full size, which costs four times
+    the convolutions).
+    """
+
+    def __init__(self, latents: int = LATENTS, channels: int = 16, grid: int = 32, depth: int = 3):
+        super().__init__()
+        self.grid = grid
+        v, u = torch.meshgrid(
+            torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij"
+        )
+        self.coords: torch.Tensor
+        self.register_buffer("coords", torch.stack([u, v])[None], persistent=False)
+        layers: list[nn.Module] = []
+        width = latents + 2
+        for _ in range(depth):
+            layers += [nn.Conv2d(width, channels, 3, 1, 1), nn.ReLU()]
+            width = channels
+        layers.append(nn.ConvTranspose2d(channels, 1, 4, 2, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel logits ``(n, 1, 2 grid, 2 grid)`` of the codes ``z (n, latents)``."""
+        n, g = z.shape[0], self.grid
+        tiled = z[:, :, None, None].expand(n, z.shape[1], g, g)
+        coords = self.coords.to(z.dtype).expand(n, 2, g, g)
+        return self.net(torch.cat([tiled, coords], dim=1))
+
+
+class BroadcastVAE(SpritesVAE):
+    """:class:`SpritesVAE`'s encoder (the same layers, ``encoder.3`` for factor maps) with a
+    :class:`SpatialBroadcastDecoder`: the course's two-object VAE (``sprites2-vae``)."""
+
+    def __init__(self, latents: int = LATENTS, channels: int = 32, hidden: int = 256):
+        super().__init__(latents, channels, hidden)
+        self.decoder = SpatialBroadcastDecoder(latents)
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
