@@ -18,7 +18,7 @@ from torch import nn
 
 import vismap as vm
 from vismap import explain as E
-from vismap._core import fast_layout
+from vismap._running import fast_layout
 
 captum_attr = pytest.importorskip("captum.attr")
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")

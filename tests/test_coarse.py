@@ -11,7 +11,7 @@ from torch import nn
 import vismap as vm
 from vismap import explain as E
 from vismap import metrics as M
-from vismap._core import fast_layout
+from vismap._running import fast_layout
 
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")

@@ -11,7 +11,7 @@ from torch import nn
 
 import vismap as vm
 from vismap import explain as E
-from vismap._core import fast_layout
+from vismap._running import fast_layout
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -350,7 +350,7 @@ def test_bad_input_messages(shapes):
 
 
 def test_layer_names_are_checked():
-    from vismap._core import resolve_layer
+    from vismap._layers import resolve_layer
 
     model = vm.models.load_pretrained("shapes-cnn")
     assert resolve_layer(model, "features.9") == ("features.9", model.features[9])
@@ -380,7 +380,7 @@ def test_occlusion_splits_many_images_into_batches():
 def test_fast_relu_rules_equal_their_masks():
     # _core computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
     # the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
-    from vismap._core import _MASKED, RULES
+    from vismap.explain.gradients import _MASKED, RULES
 
     y = torch.tensor([[-1.0, 0.0, 2.0], [3.0, 0.0, -0.5]]).repeat(2, 1)
     r = torch.tensor([[0.5, -1.0, 0.0], [-2.0, 0.0, 1.5]]).repeat_interleave(2, 0)
@@ -408,10 +408,10 @@ def test_explaining_restores_modes_after_a_switch_or_an_exception():
     before = [(m.training) for m in model.modules()]
     grads = [p.requires_grad for p in model.parameters()]
     with pytest.raises(RuntimeError, match="inside"):
-        with vm._core.explaining(model):
+        with vm._running.explaining(model):
             model.features.train()
             raise RuntimeError("inside")
-    with vm._core.explaining(model):
+    with vm._running.explaining(model):
         model.eval()
         model.features[3].weight.requires_grad_(False)
     assert [m.training for m in model.modules()] == before
