@@ -242,7 +242,7 @@ def test_every_method_works_inside_inference_mode(name, models, images):
 def test_a_model_loaded_inside_inference_mode(images):
     # its parameters are inference tensors: no gradient can go through them - said clearly;
     # the methods that need none work, and leave its flags as they were
-    with torch.inference_mode():
+    with torch.inference_mode():  # loaded here, not copied: its parameters must be made here
         model = vm.models.load_pretrained("shapes-cnn")
     x = images["shapes"]
     raises_own(ValueError, ("inference mode",), lambda: E.saliency(model, x, 0))

@@ -46,7 +46,7 @@ def test_gradient_x_input_by_hand():
 
 @pytest.mark.portable
 def test_fast_relu_rules_equal_their_masks():
-    # _core computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
+    # gradients.py computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
     # the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
     from vismap.explain.gradients import _MASKED, RULES
 
