@@ -1,16 +1,16 @@
 """vismap.metrics: relevance mass, deletion / insertion (RISE), the randomisation sanity check.
 
 Every metric on hand-made cases whose answer is known; every bad input gives a ValueError that
-says what is wrong. (pointing_game, box_from_map and localization_accuracy are tested in
-test_coarse.py.)"""
+says what is wrong; the pointing game and boxes; the tables of bad inputs of every metric."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import hook_count
+from conftest import hook_count, raises_own
 from scipy import stats
 from torch import nn
 
+import vismap as vm
 from vismap import explain as E
 from vismap import metrics as M
 
@@ -384,3 +384,184 @@ def test_pixel_auroc_bad_input():
         M.pixel_auroc(torch.zeros(2, 8, 8), torch.zeros(2, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="both positive and negative"):
         M.pixel_auroc(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ pointing game and boxes
+
+
+def test_pointing_game_by_hand():
+    masks = torch.zeros(3, 5, 5, dtype=torch.bool)
+    masks[:, 1:3, 1:3] = True
+    maps = torch.zeros(3, 1, 5, 5)
+    maps[0, 0, 2, 2] = 1.0  # inside
+    maps[1, 0, 4, 4] = 1.0  # outside, 2 px away (diagonally) from the mask
+    # maps[2] is all zeros: points nowhere
+    assert M.pointing_game(maps, masks).tolist() == [True, False, False]
+    assert M.pointing_game(maps, masks, tolerance=2).tolist() == [True, True, False]
+    assert M.pointing_game(masks.float(), masks).all()  # the mask itself scores the maximum
+
+
+def test_box_from_map_keeps_the_largest_component():
+    m = torch.zeros(1, 10, 12)
+    m[0, 1:4, 1:3] = 1.0  # 6 pixels
+    m[0, 5:9, 6:11] = 0.5  # 20 pixels, above 20 % of the maximum
+    m[0, 0, 11] = 0.1  # below 20 % of the maximum: ignored
+    assert M.box_from_map(m).tolist() == [[6, 5, 11, 9]]
+    assert M.box_from_map(m, threshold=0.6).tolist() == [[1, 1, 3, 4]]
+    assert M.box_from_map(torch.zeros(1, 4, 4)).tolist() == [[0, 0, 0, 0]]
+
+
+def test_box_iou_and_localization_accuracy():
+    a = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 0, 0]])
+    b = torch.tensor([[0, 0, 4, 4], [2, 2, 6, 6], [0, 0, 2, 2]])
+    torch.testing.assert_close(M.box_iou(a, b), torch.tensor([1.0, 4 / 28, 0.0]))
+    d = vm.data.make_shapes(20, seed=5)
+    assert M.localization_accuracy(d.masks.float(), d.boxes) == 1.0  # the mask's own box
+    with pytest.raises(ValueError, match=r"boxes must have shape \(n, 4\)"):
+        M.localization_accuracy(d.masks.float(), d.boxes[:, :, :2])
+    with pytest.raises(ValueError, match=r"maps must have shape"):
+        M.pointing_game(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4))
+
+
+
+# ------------------------------------------------------------------ the tables of bad inputs
+
+
+@pytest.fixture(scope="module")
+def cnn_and_images(pretrained):
+    shapes = vm.data.make_shapes(2, seed=9)
+    return pretrained("shapes-cnn"), shapes.images, shapes.labels
+
+
+PERTURBATION = {
+    "x wrong channels": (lambda x, t, m: dict(x=x[:, :1]), ValueError, "x has 1"),
+    "x a size the model cannot take": (lambda x, t, m: dict(x=x[..., :32, :32],
+                                                            maps=m[..., :32, :32]),
+                                       ValueError, "(3, 64, 64)"),
+    "x float64": (lambda x, t, m: dict(x=x.double()), ValueError, "x is torch.float64"),
+    "x 3-D": (lambda x, t, m: dict(x=x[0]), ValueError, "x[None]"),
+    "model None": (lambda x, t, m: dict(model=None), TypeError, "model"),
+    "target None": (lambda x, t, m: dict(target=None), TypeError, "target"),
+    "target a string": (lambda x, t, m: dict(target="circle"), TypeError, "target"),
+    "target 2-D": (lambda x, t, m: dict(target=t[:, None]), ValueError, "target has shape"),
+    "target callable": (lambda x, t, m: dict(target=lambda out: out[:, 0]), ValueError,
+                        "not a callable target"),
+    "target out of range": (lambda x, t, m: dict(target=6), ValueError, "out of range"),
+    "maps numpy": (lambda x, t, m: dict(maps=m.numpy()), TypeError, "maps"),
+    "maps NaN": (lambda x, t, m: dict(maps=m * float("nan")), ValueError, "maps"),
+    "maps size": (lambda x, t, m: dict(maps=m[..., :32, :32]), ValueError, "maps"),
+    "maps one too few": (lambda x, t, m: dict(maps=m[:1]), ValueError, "maps"),
+    "baseline NaN": (lambda x, t, m: dict(baseline=float("nan")), ValueError, "baseline"),
+    "baseline a string": (lambda x, t, m: dict(baseline="black"), ValueError, "baseline"),
+    "baseline shape": (lambda x, t, m: dict(baseline=torch.zeros(5)), ValueError, "baseline"),
+    "steps 0": (lambda x, t, m: dict(steps=0), ValueError, "steps"),
+    "batch_size 0": (lambda x, t, m: dict(batch_size=0), ValueError, "batch_size"),
+    "probability": (lambda x, t, m: dict(probability="logit"), ValueError, "probability"),
+}
+
+
+
+@pytest.mark.parametrize("case", list(PERTURBATION))
+@pytest.mark.parametrize("function", ["deletion_auc", "insertion_auc", "deletion_curve",
+                                      "insertion_curve"])
+def test_perturbation_metrics_bad_input(function, case, cnn_and_images):
+    model, x, labels = cnn_and_images
+    maps = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    make, error, word = PERTURBATION[case]
+    call = {"model": model, "x": x, "target": labels, "maps": maps, "steps": 2,
+            "baseline": 0.0, **make(x, labels, maps)}
+    raises_own(error, (word,), lambda: getattr(M, function)(**call))
+    assert hook_count(model) == 0
+
+
+
+# Calls of the metrics of maps alone, with the error and a word its message must contain.
+MAPS = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+
+MASKS = torch.zeros(2, 64, 64, dtype=torch.bool)
+
+MASKS[:, 20:30, 10:40] = True
+BOXES = torch.tensor([[10, 20, 40, 30]] * 2)
+
+MAP_METRICS = {
+    "pointing_game maps numpy": (lambda: M.pointing_game(MAPS.numpy(), MASKS), TypeError, "maps"),
+    "pointing_game masks numpy": (lambda: M.pointing_game(MAPS, MASKS.numpy()), TypeError,
+                                  "masks"),
+    "pointing_game masks size": (lambda: M.pointing_game(MAPS, MASKS[:, :32]), ValueError,
+                                 "masks"),
+    "pointing_game masks one too few": (lambda: M.pointing_game(MAPS, MASKS[:1]), ValueError,
+                                        "masks"),
+    "pointing_game maps NaN": (lambda: M.pointing_game(MAPS * float("nan"), MASKS), ValueError,
+                               "maps"),
+    "pointing_game tolerance -1": (lambda: M.pointing_game(MAPS, MASKS, tolerance=-1),
+                                   ValueError, "tolerance"),
+    "pointing_game tolerance 1.5": (lambda: M.pointing_game(MAPS, MASKS, tolerance=1.5),
+                                    ValueError, "tolerance"),
+    "relevance_mass maps numpy": (lambda: M.relevance_mass(MAPS.numpy(), MASKS), TypeError,
+                                  "maps"),
+    "relevance_mass maps NaN": (lambda: M.relevance_mass(MAPS * float("nan"), MASKS),
+                                ValueError, "maps"),
+    "relevance_mass masks size": (lambda: M.relevance_mass(MAPS, MASKS[:, :32]), ValueError,
+                                  "masks"),
+    "box_from_map threshold 2": (lambda: M.box_from_map(MAPS, threshold=2), ValueError,
+                                 "threshold"),
+    "box_from_map threshold -1": (lambda: M.box_from_map(MAPS, threshold=-1), ValueError,
+                                  "threshold"),
+    "box_from_map one map": (lambda: M.box_from_map(MAPS[0, 0]), ValueError, "maps"),
+    "box_from_map maps numpy": (lambda: M.box_from_map(MAPS.numpy()), TypeError, "maps"),
+    "localization_accuracy boxes (n, 3)": (lambda: M.localization_accuracy(MAPS, BOXES[:, :3]),
+                                           ValueError, "boxes"),
+    "localization_accuracy boxes numpy": (lambda: M.localization_accuracy(MAPS, BOXES.numpy()),
+                                          TypeError, "boxes"),
+    "localization_accuracy boxes one too few": (
+        lambda: M.localization_accuracy(MAPS, BOXES[:1]), ValueError, "boxes"),
+    "localization_accuracy iou 2": (lambda: M.localization_accuracy(MAPS, BOXES, iou=2),
+                                    ValueError, "iou"),
+    "box_iou (n, 3)": (lambda: M.box_iou(BOXES, BOXES[:, :3]), ValueError, "boxes"),
+    "importance numpy": (lambda: M.importance(MAPS.numpy()), TypeError, "maps"),
+    "importance one map": (lambda: M.importance(MAPS[0, 0]), ValueError, "maps"),
+    "spearman numpy": (lambda: M.spearman(MAPS.numpy(), MAPS), TypeError, "must be a torch"),
+    "spearman one too few": (lambda: M.spearman(MAPS, MAPS[:1]), ValueError, "same shape"),
+    "ssim one too few": (lambda: M.ssim(MAPS, MAPS[:1]), ValueError, "same shape"),
+    "ssim numpy": (lambda: M.ssim(MAPS.numpy(), MAPS), TypeError, "must be a torch"),
+    "pixel_auroc maps numpy": (lambda: M.pixel_auroc(MAPS.numpy(), MASKS), TypeError, "maps"),
+    "pixel_auroc masks one too few": (lambda: M.pixel_auroc(MAPS, MASKS[:1]), ValueError,
+                                      "masks"),
+    "blur sigma a string": (lambda: M.blur(MAPS, sigma="a"), ValueError, "sigma"),
+    "blur sigma 0": (lambda: M.blur(MAPS, sigma=0), ValueError, "sigma"),
+}
+
+
+
+@pytest.mark.parametrize("case", list(MAP_METRICS))
+def test_map_metrics_bad_input(case):
+    call, error, word = MAP_METRICS[case]
+    raises_own(error, (word,), call)
+
+
+
+RANDOMIZATION = {
+    "layers a bare int": (dict(layers=3), TypeError, "layers"),  # an index, not a name
+    "layers an index out of range": (dict(layers=[99]), TypeError, "layers"),
+    "layers a group with an index": (dict(layers=[["classifier.4", 2]]), TypeError, "layers"),
+    "layers an unknown name": (dict(layers=["99"]), ValueError, "unknown layer '99'"),
+    "method a name": (dict(method="saliency"), TypeError, "method"),
+    "method None": (dict(method=None), TypeError, "method"),
+    "seed a string": (dict(seed="a"), TypeError, "seed"),
+    "target None": (dict(target=None), TypeError, "target"),
+    "model None": (dict(model=None), TypeError, "model"),
+    "x one image": (dict(x=torch.rand(3, 64, 64)), ValueError, "x[None]"),
+}
+
+
+
+@pytest.mark.parametrize("case", list(RANDOMIZATION))
+def test_randomization_check_bad_input_table(case, cnn_and_images):
+    model, x, labels = cnn_and_images
+    parts, error, word = RANDOMIZATION[case]
+    call = {"model": model, "x": x, "target": labels,
+            "method": E.saliency, **parts}
+    message = raises_own(error, (word,), lambda: M.randomization_check(**call))
+    if error is TypeError and word == "layers":
+        assert "'classifier.4'" in message  # the names it could have given
+    assert hook_count(model) == 0

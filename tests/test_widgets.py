@@ -71,7 +71,7 @@ EXPECTED = {
     "guided_backprop": lambda m, x, t, layer: E.guided_backprop(m, x, t),
     "gradient_x_input": lambda m, x, t, layer: E.gradient_x_input(m, x, t),
     "smoothgrad": seeded(lambda m, x, t, layer: E.smoothgrad(m, x, t, samples=25, sigma=0.15)),
-    "integrated_gradients": lambda m, x, t, layer: E.integrated_gradients(m, x, t, steps=64),
+    "integrated_gradients": lambda m, x, t, layer: E.integrated_gradients(m, x, t),
     "occlusion": lambda m, x, t, layer: E.occlusion(m, x, t),
     "gradcam": lambda m, x, t, layer: E.gradcam(m, x, t, layer=layer),
     "gradcam_pp": lambda m, x, t, layer: E.gradcam_pp(m, x, t, layer=layer),

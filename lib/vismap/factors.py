@@ -5,7 +5,8 @@ factor* of a VAE: the score is a statistic of the factor's posterior
 ``q(z_i | x) = N(mu_i, sigma_i^2)`` read from the encoder's output, and the map is computed as
 Grad-CAM (:func:`vismap.explain.gradcam`) or as the document's element-wise form
 (:func:`vismap.explain.layercam`) at one of the encoder's layers. No label is used. Everything
-here is re-exported by :mod:`vismap.explain`.
+here is re-exported by :mod:`vismap.explain`, whose registry lists :func:`factor_cam`; this
+module imports the two CAM methods from their family module, :mod:`vismap.explain.cams`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import cast
 import torch
 from torch import nn
 
-from ._core import Layer, check_input, check_model, explaining, forward, model_input
-from .explain import gradcam, layercam
+from ._checks import check_input, check_model
+from ._layers import Layer
+from ._running import explaining, forward, model_input
+from ._targets import is_score
+from .explain.cams import gradcam, layercam
 from .vae import kl_per_dim
 
 __all__ = ["factor_score", "factor_cam", "STATISTICS", "MODES"]
@@ -107,7 +111,7 @@ def factor_score(dims, statistic: str = "mu"):
 def _dims(dims) -> list[int]:
     """``dims`` - one latent index or a non-empty collection of distinct ones (ints, numpy
     integers, an integer tensor) - as a list of ints."""
-    if callable(dims) and not isinstance(dims, torch.Tensor):
+    if is_score(dims):
         raise TypeError(
             "the target of a factor map is its latent dimension(s), dims (an int or a list of "
             "them), not a callable; for a callable score use vismap.explain.gradcam or layercam"

@@ -45,22 +45,16 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ._core import (
-    Layer,
-    Target,
-    check_baseline,
+from ._checks import (
+    baseline_like,
     check_call,
     check_count,
     check_input,
     check_model,
-    check_target,
-    explaining,
-    fast_layout,
-    forward,
-    inference_safe,
-    resolve_layer,
-    target_classes,
 )
+from ._layers import Layer, resolve_layer
+from ._running import explaining, fast_layout, forward, inference_safe
+from ._targets import Target, check_target, is_score, target_classes
 
 __all__ = [
     "pointing_game",
@@ -292,21 +286,11 @@ def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Te
                 f"constant image), or a tensor broadcastable to x {tuple(x.shape)}"
             )
         return blur(x)
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        check_baseline(baseline, x)  # finite
-        return torch.full_like(x, float(baseline))
-    if isinstance(baseline, torch.Tensor):
-        try:
-            return check_baseline(baseline, x).expand_as(x)
-        except RuntimeError:
-            pass
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
         raise ValueError(
-            f"a baseline tensor must be broadcastable to x {tuple(x.shape)}, got "
-            f"{tuple(baseline.shape)}"
+            f"baseline must be 'blur', a number or a tensor like x, got {type(baseline).__name__}"
         )
-    raise ValueError(
-        f"baseline must be 'blur', a number or a tensor like x, got {type(baseline).__name__}"
-    )
+    return baseline_like(baseline, x)
 
 
 def _pixel_order(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -351,7 +335,7 @@ def _perturbation_curve(
     """The target's probability on images that take, at step ``k``, the ``round(k H W /
     steps)`` pixels the map ranks first from ``end`` and the others from ``start``."""
     n, _, h, w = x.shape
-    if callable(target) and not isinstance(target, torch.Tensor):
+    if is_score(target):
         raise ValueError(
             "deletion and insertion measure a class's probability: give an "
             "int or one class per image, not a callable target"

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, models, train_vae
-from ._core import fast_layout
+from ._running import fast_layout
 from .data import HELDOUT_SEED, TRAIN_SEED
 from .train_vae import TRAINERS, VAE_RECIPES, evaluate_vae, fit_vae, train_sprites_vae
 

@@ -34,7 +34,7 @@ from IPython.display import display
 from torch import nn
 
 from . import data, explain
-from ._core import explaining
+from ._running import explaining
 from .data import HELDOUT_SEED  # images never used for training
 from .models import load_pretrained
 
