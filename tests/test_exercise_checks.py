@@ -39,7 +39,6 @@ from skimage.filters import gaussian, sobel
 from torch import nn
 
 import vismap as vm
-from vismap.explain import gradients as _core  # notebook 04's cells once named it _core
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = [pytest.mark.slow, pytest.mark.portable]
@@ -155,7 +154,7 @@ def resnet50() -> vm.models.ImageNetModel:
     return net
 
 
-BASE = {"copy": copy, "np": np, "torch": torch, "F": F, "nn": nn, "vm": vm, "_core": _core}
+BASE = {"copy": copy, "np": np, "torch": torch, "F": F, "nn": nn, "vm": vm}
 CLASSES = vm.data.SHAPE_CLASSES
 
 

@@ -211,7 +211,7 @@ def test_factor_cam_of_a_blank_image_has_no_nan(vae):
     (dict(dims=10), r"out of range.*10 dimensions, 0 \.\. 9"),
     (dict(dims=[]), "empty"),
     (dict(dims=[1, 1]), "distinct"),
-    (dict(dims=0, statistic="logvar"), "unknown statistic 'logvar'; valid: mu, kl"),
+    (dict(dims=0, statistic="logvar"), "unknown statistic 'logvar'; valid: mu, kl, kl_mean, kl_certainty"),
     (dict(dims=0, mode="average"), "unknown mode 'average'; valid: gradcam, elementwise"),
     (dict(dims=0, layer="encoder.99"), "encoder.3"),
 ])
@@ -441,3 +441,26 @@ def test_anomalies_bad_input():
         vm.data.add_anomalies(torch.zeros(2, 3, 64, 64))
     with pytest.raises(ValueError, match="no room"):
         vm.data.add_anomalies(torch.ones(1, 1, 64, 64))
+
+
+def test_the_kl_parts_are_the_two_terms_of_the_derivation():
+    # KL_i = 1/2 mu_i^2 + 1/2 (sigma_i^2 - log sigma_i^2 - 1): the parts add up to the KL, and the
+    # gradient of each part is its term, mu_i dmu_i/dA and 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA
+    vae = float64(_shipped())
+    x = vm.data.make_sprites(6, seed=vm.train.HELDOUT_SEED + 9).images.double()
+    mu, logvar = vae(x)
+    parts = [vm.explain.STATISTICS[name](mu, logvar) for name in ("kl_mean", "kl_certainty")]
+    torch.testing.assert_close(parts[0] + parts[1], kl_per_dim(mu, logvar), rtol=1e-12, atol=0)
+    stored = {}
+    handle = vae.encoder[3].register_forward_hook(lambda _m, _i, out: stored.update(A=out))
+    mu, logvar = vae(x)
+    handle.remove()
+    (dmu,) = torch.autograd.grad(mu[:, 4].sum(), stored["A"], retain_graph=True)
+    (dlogvar,) = torch.autograd.grad(logvar[:, 4].sum(), stored["A"])
+    terms = {"kl_mean": mu[:, 4].detach()[:, None, None, None] * dmu,
+             "kl_certainty": 0.5 * (logvar[:, 4].detach().exp() - 1)[:, None, None, None] * dlogvar}
+    A = stored["A"].detach()
+    for name, grad in terms.items():
+        by_hand = torch.nn.functional.relu((torch.nn.functional.relu(grad) * A).sum(1, keepdim=True))
+        library = vm.explain.factor_cam(vae, x, 4, statistic=name, upsampled=False)
+        assert_maps_close(library, by_hand, 1e-12, name)

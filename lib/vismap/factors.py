@@ -29,9 +29,15 @@ __all__ = ["factor_score", "factor_cam", "STATISTICS", "MODES"]
 
 
 #: Scores of a factor's posterior ``N(mu_i, sigma_i^2)``, per sample and dimension ``(n, d)``.
+#: The KL splits into a mean part and a certainty part, ``KL_i = 1/2 mu_i^2 + 1/2 (sigma_i^2 -
+#: log sigma_i^2 - 1)``, whose gradients are the two terms of the derivation
+#: (``mu_i dmu_i/dA`` and ``1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA``): mapping each on its own
+#: says which one a factor map rests on.
 STATISTICS: dict = {
     "mu": lambda mu, logvar: mu,  # the posterior mean (Liu et al. 2020)
     "kl": lambda mu, logvar: kl_per_dim(mu, logvar),  # the factor's KL loss (the document)
+    "kl_mean": lambda mu, logvar: 0.5 * mu.pow(2),  # the KL's mean part
+    "kl_certainty": lambda mu, logvar: 0.5 * (logvar.exp() - logvar - 1),  # its certainty part
 }
 
 
@@ -81,8 +87,10 @@ def factor_score(dims, statistic: str = "mu"):
 
     Args:
         dims: one latent index or a non-empty collection of them (scored jointly, summed).
-        statistic: ``"mu"`` (``s = mu_i``) or ``"kl"``
-            (``s = KL_i = 1/2 (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1)``).
+        statistic: ``"mu"`` (``s = mu_i``), ``"kl"``
+            (``s = KL_i = 1/2 (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1)``), or one of the KL's
+            two parts, ``"kl_mean"`` (``1/2 mu_i^2``) and ``"kl_certainty"``
+            (``1/2 (sigma_i^2 - log sigma_i^2 - 1)``).
 
     Returns:
         A callable target: it takes an encoder's output ``(mu, logvar)``, each ``(n, d)``,

@@ -72,7 +72,7 @@ class ShapesNet(nn.Module):
         input_size: ``(C, H, W)`` of the images the model was built and trained for, (3, 64, 64).
             shapes-cnn's fully connected head takes nothing else; the pooled networks run on
             other sizes too. The explanation methods name it when an input does not fit
-            (:func:`vismap._core.forward`).
+            (:func:`vismap._running.forward`).
     """
 
     input_size: tuple[int, int, int] = (3, 64, 64)

@@ -195,7 +195,7 @@ def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
 ) -> float:
     """Fraction of ``images`` whose highest score is their label (model put in eval mode; the
-    batches run channels-last on a CPU, :func:`vismap._core.fast_layout`)."""
+    batches run channels-last on a CPU, :func:`vismap._running.fast_layout`)."""
     model.eval()
     correct = 0
     for k in range(0, len(images), batch_size):

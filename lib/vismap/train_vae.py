@@ -194,7 +194,8 @@ def evaluate_objects(model: vae.SpritesVAE, scenes: data.Sprites, maps: int = 50
     by the course's rule (:func:`vismap.disentangle.best_latents` of its x and y positions,
     active latents only), their ``|corr|`` and mean KL, and how often the object's joint factor
     map (KL, element-wise, ``encoder.3``) has its maximum on its own object and on the other,
-    on the first ``maps`` scenes. Without any active latent, ``object_latents`` is ``None``."""
+    on the first ``maps`` scenes; the same for the KL's two parts and for ``mu``. Without any
+    active latent, ``object_latents`` is ``None``."""
     mu, logvar = model(scenes.images)
     kl = vae.kl_per_dim(mu, logvar).mean(0)
     names = data.sprites.sprite_factor_names(2)
@@ -205,16 +206,18 @@ def evaluate_objects(model: vae.SpritesVAE, scenes: data.Sprites, maps: int = 50
     best = disentangle.best_latents(mu, kl, columns, min_kl=disentangle.ACTIVE_KL)
     corr = abs(disentangle.factor_correlation(mu, columns))
     latents = {"A": sorted(set(best[:2])), "B": sorted(set(best[2:]))}
-    pointing = {}
-    for k, obj in enumerate(("A", "B")):
-        with torch.enable_grad():
-            joint = factor_cam(model, scenes.images[:maps], latents[obj])
-        assert scenes.masks is not None  # make_sprites always draws them
-        masks = scenes.masks[:maps]
-        pointing[obj] = [
-            round(metrics.pointing_game(joint, masks[:, j]).float().mean().item(), 3)
-            for j in (k, 1 - k)
-        ]
+    assert scenes.masks is not None  # make_sprites always draws them
+    masks = scenes.masks[:maps]
+    pointing: dict[str, dict[str, list[float]]] = {}
+    for statistic in ("kl", "kl_mean", "kl_certainty", "mu"):
+        pointing[statistic] = {}
+        for k, obj in enumerate(("A", "B")):
+            with torch.enable_grad():
+                joint = factor_cam(model, scenes.images[:maps], latents[obj], statistic=statistic)
+            pointing[statistic][obj] = [
+                round(metrics.pointing_game(joint, masks[:, j]).float().mean().item(), 3)
+                for j in (k, 1 - k)
+            ]
     return dict(
         object_latents=latents,
         object_latent_corr={
@@ -222,7 +225,8 @@ def evaluate_objects(model: vae.SpritesVAE, scenes: data.Sprites, maps: int = 50
             for c, (f, j) in enumerate(zip(position, best, strict=True))
         },
         object_latent_kl={f: round(float(kl[j]), 3) for f, j in zip(position, best, strict=True)},
-        joint_map_pointing_own_other=pointing,
+        joint_map_pointing_own_other=pointing["kl"],
+        statistic_pointing_own_other=pointing,
         joint_map_images=maps,
     )
 
