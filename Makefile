@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make lab      - create .venv if needed and open JupyterLab (repository root) on notebooks/00"
-	@echo "make test     - lint (ruff + mypy on lib/), library tests, every notebook under nbval"
+	@echo "make test     - lint (ruff, mypy), library tests, every notebook under nbval"
 	@echo "make test-fast - library tests without the notebooks and slow tests (under a minute)"
 	@echo "make test-portable - the equality claims (tests and notebooks marked portable) again under two other CPU dispatch settings"
-	@echo "make lint     - ruff (lint + format check) and mypy on lib/"
+	@echo "make lint     - ruff (lint + format check) on lib/ scripts/ tests/ benchmarks/, mypy on lib/"
 	@echo "make train    - retrain every checkpoint in data/ and rewrite data/MANIFEST.json"
 	@echo "make figures  - remake the README's figures in docs/"
 	@echo "make bench    - time the explanation methods against their limits, captum and pytorch-grad-cam"
@@ -57,9 +57,10 @@ test-portable: $(STAMP)
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) -m "not slow" tests
 
+LINTED := lib scripts tests benchmarks
 lint: $(STAMP)
-	$(BIN)/ruff check lib
-	$(BIN)/ruff format --check lib
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy lib
 
 train: $(STAMP)
@@ -78,11 +79,11 @@ slides: $(STAMP)
 	$(BIN)/python scripts/make_slides.py
 
 book: $(STAMP)
-	$(BIN)/python scripts/make_book.py
+	$(BIN)/python -m scripts.make_book
 
 test-browser: $(STAMP)
 	$(BIN)/python scripts/browser_test.py
-	test ! -f build/book/index.html || $(BIN)/python scripts/browser_test_book.py
+	test ! -f build/book/index.html || $(BIN)/python -m scripts.browser_test_book
 
 clean-env:
 	rm -rf $(VENV)

@@ -70,7 +70,7 @@ LIMITS = {
     "F+dA": "forward + gradient of the score to the layer",
     "F+dx": "forward + gradient of the score to the input",
     "N x F+dx": "forward + gradient to the input of every noisy copy or path point "
-                "(pre-built), in the method's batches",
+    "(pre-built), in the method's batches",
     "P x F": "the forwards of every occluded copy (pre-built), 64 images per forward",
     "K x F": "the forwards of every distinct masked copy (pre-built), 64 images per forward",
 }
@@ -81,8 +81,12 @@ LIMITS = {
 # --------------------------------------------------------------------------------------------
 
 
-def time_together(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 2,
-                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+def time_together(
+    fns: dict[str, Callable[[], object]],
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
     """Median time in seconds of each of ``fns``, timed in interleaved rounds.
 
     ``warmup`` untimed rounds first (allocator, oneDNN kernels); then ``repeats`` rounds, each
@@ -96,7 +100,7 @@ def time_together(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             start = clock()
             fns[name]()
             times[name].append(clock() - start)
@@ -118,15 +122,17 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-def forward_and_input_gradient(model: nn.Module, x: torch.Tensor,
-                               target: torch.Tensor) -> torch.Tensor:
+def forward_and_input_gradient(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     """``F+dx``: ``d score / d x`` (give a model whose parameters are frozen)."""
     x = x.detach().requires_grad_(True)
     return torch.autograd.grad(_scores(model, x, target), x)[0]
 
 
-def forward_and_layer_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                               layer: str) -> torch.Tensor:
+def forward_and_layer_gradient(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str
+) -> torch.Tensor:
     """``F+dA``: ``d score / d A`` with ``A`` the output of ``layer``, made a leaf so that the
     backward pass stops there (give a model whose parameters are frozen)."""
     store = {}
@@ -147,7 +153,7 @@ def forward_in_batches(model: nn.Module, batch: torch.Tensor, size: int = 64) ->
     """``P x F``: ``batch`` through the model, ``size`` images per forward, no autograd."""
     with torch.no_grad():
         for start in range(0, len(batch), size):
-            model(batch[start:start + size])
+            model(batch[start : start + size])
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -204,22 +210,50 @@ def _out_of_place(model: nn.Module) -> nn.Module:
     return model
 
 
-def shapes_setting(batch: int, window: int = 8, stride: int = 4, occlusion_images: int = 4,
-                   sampled_images: int = 16, samples: int = 25, steps: int = 64,
-                   score_images: int = 8) -> Setting:
+def shapes_setting(
+    batch: int,
+    window: int = 8,
+    stride: int = 4,
+    occlusion_images: int = 4,
+    sampled_images: int = 16,
+    samples: int = 25,
+    steps: int = 64,
+    score_images: int = 8,
+) -> Setting:
     """The course's shapes-cnn on ``batch`` Shapes images; occlusion on the first few of them
     (one forward per window and image: on all 64 both libraries would run the same forwards),
     SmoothGrad and IG with their default samples and steps on 16, Score-CAM on 8."""
     shapes = data.make_shapes(batch, seed=0)
     model = _out_of_place(models.load_pretrained("shapes-cnn"))
-    return Setting("shapes-cnn", model, shapes.images, shapes.labels, "features.9",
-                   min(occlusion_images, batch), window, stride, min(sampled_images, batch),
-                   samples, steps, min(score_images, batch), shapes.images.shape[-1])
+    return Setting(
+        "shapes-cnn",
+        model,
+        shapes.images,
+        shapes.labels,
+        "features.9",
+        min(occlusion_images, batch),
+        window,
+        stride,
+        min(sampled_images, batch),
+        samples,
+        steps,
+        min(score_images, batch),
+        shapes.images.shape[-1],
+    )
 
 
-def resnet_setting(batch: int, size: int = 224, window: int = 56, stride: int = 28,
-                   occlusion_images: int = 2, sampled_images: int = 1, samples: int = 8,
-                   steps: int = 16, score_images: int = 1, score_size: int = 112) -> Setting:
+def resnet_setting(
+    batch: int,
+    size: int = 224,
+    window: int = 56,
+    stride: int = 28,
+    occlusion_images: int = 2,
+    sampled_images: int = 1,
+    samples: int = 8,
+    steps: int = 16,
+    score_images: int = 1,
+    score_size: int = 112,
+) -> Setting:
     """torchvision's ResNet-18 (random weights: nothing is downloaded) on ``batch`` random
     images; occlusion, which costs one forward per window and image, with a coarse window on
     the first two images only; SmoothGrad (8 samples) and IG (16 steps) on the first image;
@@ -232,9 +266,22 @@ def resnet_setting(batch: int, size: int = 224, window: int = 56, stride: int = 
         model = _out_of_place(torchvision.models.resnet18(weights=None).eval())
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     target = forward(model, x).argmax(1)  # explain the predicted classes
-    return Setting("resnet18 (random weights)", model, x, target, "layer4",
-                   min(occlusion_images, batch), window, stride, min(sampled_images, batch),
-                   samples, steps, min(score_images, batch), score_size, rounds=(3, 1))
+    return Setting(
+        "resnet18 (random weights)",
+        model,
+        x,
+        target,
+        "layer4",
+        min(occlusion_images, batch),
+        window,
+        stride,
+        min(sampled_images, batch),
+        samples,
+        steps,
+        min(score_images, batch),
+        score_size,
+        rounds=(3, 1),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,14 +335,18 @@ class Context:
 
 def _context(s: Setting) -> Context:
     frozen = copy.deepcopy(s.model).requires_grad_(False)  # the limits skip parameter gradients
-    return Context(s, frozen, s.model.get_submodule(s.layer),
-                   limit(lambda xx: forward_and_input_gradient(frozen, xx, s.target), s.x),
-                   limit(lambda xx: forward_and_layer_gradient(frozen, xx, s.target, s.layer),
-                         s.x))
+    return Context(
+        s,
+        frozen,
+        s.model.get_submodule(s.layer),
+        limit(lambda xx: forward_and_input_gradient(frozen, xx, s.target), s.x),
+        limit(lambda xx: forward_and_layer_gradient(frozen, xx, s.target, s.layer), s.x),
+    )
 
 
-def _pgc_cam(kind, c: Context, x: torch.Tensor | None = None, t: torch.Tensor | None = None,
-             **attributes):
+def _pgc_cam(
+    kind, c: Context, x: torch.Tensor | None = None, t: torch.Tensor | None = None, **attributes
+):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x = c.s.x if x is None else x
@@ -306,20 +357,30 @@ def _pgc_cam(kind, c: Context, x: torch.Tensor | None = None, t: torch.Tensor | 
             for name, value in attributes.items():
                 setattr(cam, name, value)
             return cam(input_tensor=x, targets=targets)
+
     return run
 
 
-UPSAMPLED = ("bilinear to the input, then min-max normalised per image (pytorch-grad-cam does "
-             "both, with OpenCV, and returns numpy; captum's map gets the same two steps)")
+UPSAMPLED = (
+    "bilinear to the input, then min-max normalised per image (pytorch-grad-cam does "
+    "both, with OpenCV, and returns numpy; captum's map gets the same two steps)"
+)
 
 
 def _saliency(c: Context) -> Group:
     from captum.attr import Saliency
 
     s = c.s
-    return Group("saliency", "d y / d x", "F+dx", {
-        **c.f_dx, "vismap": lambda: explain.saliency(s.model, s.x, s.target),
-        "captum": lambda: Saliency(s.model).attribute(c.leaf(), target=s.target, abs=False)})
+    return Group(
+        "saliency",
+        "d y / d x",
+        "F+dx",
+        {
+            **c.f_dx,
+            "vismap": lambda: explain.saliency(s.model, s.x, s.target),
+            "captum": lambda: Saliency(s.model).attribute(c.leaf(), target=s.target, abs=False),
+        },
+    )
 
 
 def _guided_backprop(c: Context) -> Group:
@@ -332,32 +393,51 @@ def _guided_backprop(c: Context) -> Group:
     def pgc_guided():
         # GuidedBackpropReLUModel explains the first image of its input: one call per image
         gb = GuidedBackpropReLUModel(gb_model, device=s.x.device)
-        return [gb(s.x[i:i + 1], int(s.target[i])) for i in range(len(s.x))]
+        return [gb(s.x[i : i + 1], int(s.target[i])) for i in range(len(s.x))]
 
-    return Group("guided_backprop", "guided backprop to the input; pytorch-grad-cam: one call "
-                 "per image", "F+dx", {
-                     **c.f_dx, "vismap": lambda: explain.guided_backprop(s.model, s.x, s.target),
-                     "captum": lambda: GuidedBackprop(s.model).attribute(c.leaf(),
-                                                                         target=s.target),
-                     "pytorch-grad-cam": pgc_guided})
+    return Group(
+        "guided_backprop",
+        "guided backprop to the input; pytorch-grad-cam: one call per image",
+        "F+dx",
+        {
+            **c.f_dx,
+            "vismap": lambda: explain.guided_backprop(s.model, s.x, s.target),
+            "captum": lambda: GuidedBackprop(s.model).attribute(c.leaf(), target=s.target),
+            "pytorch-grad-cam": pgc_guided,
+        },
+    )
 
 
 def _deconvnet(c: Context) -> Group:
     from captum.attr import Deconvolution
 
     s = c.s
-    return Group("deconvnet", "deconvnet rule to the input", "F+dx", {
-        **c.f_dx, "vismap": lambda: explain.deconvnet(s.model, s.x, s.target),
-        "captum": lambda: Deconvolution(s.model).attribute(c.leaf(), target=s.target)})
+    return Group(
+        "deconvnet",
+        "deconvnet rule to the input",
+        "F+dx",
+        {
+            **c.f_dx,
+            "vismap": lambda: explain.deconvnet(s.model, s.x, s.target),
+            "captum": lambda: Deconvolution(s.model).attribute(c.leaf(), target=s.target),
+        },
+    )
 
 
 def _gradient_x_input(c: Context) -> Group:
     from captum.attr import InputXGradient
 
     s = c.s
-    return Group("gradient_x_input", "x * d y / d x", "F+dx", {
-        **c.f_dx, "vismap": lambda: explain.gradient_x_input(s.model, s.x, s.target),
-        "captum": lambda: InputXGradient(s.model).attribute(c.leaf(), target=s.target)})
+    return Group(
+        "gradient_x_input",
+        "x * d y / d x",
+        "F+dx",
+        {
+            **c.f_dx,
+            "vismap": lambda: explain.gradient_x_input(s.model, s.x, s.target),
+            "captum": lambda: InputXGradient(s.model).attribute(c.leaf(), target=s.target),
+        },
+    )
 
 
 def _sampled_limit(c: Context, n: int, copies: int, batch_size: int = 64) -> dict:
@@ -369,7 +449,10 @@ def _sampled_limit(c: Context, n: int, copies: int, batch_size: int = 64) -> dic
 
     def run(xx):
         for i in range(0, len(xx), batch_size):
-            forward_and_input_gradient(c.frozen, xx[i:i + batch_size], per_point[i:i + batch_size])
+            forward_and_input_gradient(
+                c.frozen, xx[i : i + batch_size], per_point[i : i + batch_size]
+            )
+
     return limit(run, points)
 
 
@@ -379,16 +462,25 @@ def _smoothgrad(c: Context) -> Group:
     s = c.s
     n, samples = s.sampled_images, s.samples
     x, t = s.x[:n], s.target[:n]
-    return Group("smoothgrad", f"{n} image(s) x {samples} noisy copies, sigma 0.15, the "
-                 f"gradient; vismap 64 copies per pass, captum's NoiseTunnel all at once",
-                 "N x F+dx", {
-                     **_sampled_limit(c, n, samples),
-                     "vismap": lambda: explain.smoothgrad(s.model, x, t, samples=samples,
-                                                          sigma=0.15),
-                     "captum": lambda: NoiseTunnel(Saliency(s.model)).attribute(
-                         x.clone().requires_grad_(True), nt_type="smoothgrad",
-                         nt_samples=samples, stdevs=0.15, target=t, abs=False)},
-                 rounds=s.rounds)
+    return Group(
+        "smoothgrad",
+        f"{n} image(s) x {samples} noisy copies, sigma 0.15, the "
+        f"gradient; vismap 64 copies per pass, captum's NoiseTunnel all at once",
+        "N x F+dx",
+        {
+            **_sampled_limit(c, n, samples),
+            "vismap": lambda: explain.smoothgrad(s.model, x, t, samples=samples, sigma=0.15),
+            "captum": lambda: NoiseTunnel(Saliency(s.model)).attribute(
+                x.clone().requires_grad_(True),
+                nt_type="smoothgrad",
+                nt_samples=samples,
+                stdevs=0.15,
+                target=t,
+                abs=False,
+            ),
+        },
+        rounds=s.rounds,
+    )
 
 
 def _integrated_gradients(c: Context) -> Group:
@@ -397,15 +489,25 @@ def _integrated_gradients(c: Context) -> Group:
     s = c.s
     n, steps = s.sampled_images, s.steps
     x, t = s.x[:n], s.target[:n]
-    return Group("integrated_gradients", f"{n} image(s) x {steps} Gauss-Legendre points from "
-                 f"a black baseline; both 64 points per pass (captum's internal_batch_size)",
-                 "N x F+dx", {
-                     **_sampled_limit(c, n, steps),
-                     "vismap": lambda: explain.integrated_gradients(s.model, x, t, steps=steps),
-                     "captum": lambda: IntegratedGradients(s.model).attribute(
-                         x, baselines=0.0, target=t, n_steps=steps, method="gausslegendre",
-                         internal_batch_size=64)},
-                 rounds=s.rounds)
+    return Group(
+        "integrated_gradients",
+        f"{n} image(s) x {steps} Gauss-Legendre points from "
+        f"a black baseline; both 64 points per pass (captum's internal_batch_size)",
+        "N x F+dx",
+        {
+            **_sampled_limit(c, n, steps),
+            "vismap": lambda: explain.integrated_gradients(s.model, x, t, steps=steps),
+            "captum": lambda: IntegratedGradients(s.model).attribute(
+                x,
+                baselines=0.0,
+                target=t,
+                n_steps=steps,
+                method="gausslegendre",
+                internal_batch_size=64,
+            ),
+        },
+        rounds=s.rounds,
+    )
 
 
 def _occlusion(c: Context) -> Group:
@@ -420,28 +522,47 @@ def _occlusion(c: Context) -> Group:
     window, stride = (ch, w, w), (ch, st, st)
     captum = Occlusion(model)
     batched = max(1, 64 // n)
-    return Group("occlusion", f"{n} image(s), {w}x{w} window, stride {st}: {positions} windows; "
-                 f"captum with its default perturbations_per_eval=1 (one forward of {n} "
-                 f"image(s) per window)", "P x F", {
-                     **limit(lambda xx: forward_in_batches(c.frozen, xx), copies),
-                     "vismap": lambda: explain.occlusion(model, x, t, window=w, stride=st,
-                                                         baseline=0.0),
-                     "captum": lambda: captum.attribute(x, sliding_window_shapes=window,
-                                                        strides=stride, baselines=0.0,
-                                                        target=t)},
-                 {"captum batched": ("captum", lambda: captum.attribute(
-                     x, sliding_window_shapes=window, strides=stride, baselines=0.0, target=t,
-                     perturbations_per_eval=batched),
-                     f"as above; captum with perturbations_per_eval={batched}")})
+    return Group(
+        "occlusion",
+        f"{n} image(s), {w}x{w} window, stride {st}: {positions} windows; "
+        f"captum with its default perturbations_per_eval=1 (one forward of {n} "
+        f"image(s) per window)",
+        "P x F",
+        {
+            **limit(lambda xx: forward_in_batches(c.frozen, xx), copies),
+            "vismap": lambda: explain.occlusion(model, x, t, window=w, stride=st, baseline=0.0),
+            "captum": lambda: captum.attribute(
+                x, sliding_window_shapes=window, strides=stride, baselines=0.0, target=t
+            ),
+        },
+        {
+            "captum batched": (
+                "captum",
+                lambda: captum.attribute(
+                    x,
+                    sliding_window_shapes=window,
+                    strides=stride,
+                    baselines=0.0,
+                    target=t,
+                    perturbations_per_eval=batched,
+                ),
+                f"as above; captum with perturbations_per_eval={batched}",
+            )
+        },
+    )
 
 
 def _cam(c: Context) -> Group:
     s = c.s
-    return Group("cam", "the map at the layer's resolution (neither captum nor pytorch-grad-cam "
-                 "has CAM)", "F", {
-                     **limit(lambda xx: forward(c.frozen, xx), s.x),
-                     "vismap": lambda: explain.cam(s.model, s.x, s.target, layer=s.layer,
-                                                   upsampled=False)})
+    return Group(
+        "cam",
+        "the map at the layer's resolution (neither captum nor pytorch-grad-cam has CAM)",
+        "F",
+        {
+            **limit(lambda xx: forward(c.frozen, xx), s.x),
+            "vismap": lambda: explain.cam(s.model, s.x, s.target, layer=s.layer, upsampled=False),
+        },
+    )
 
 
 def _gradcam(c: Context) -> list[Group]:
@@ -449,43 +570,79 @@ def _gradcam(c: Context) -> list[Group]:
     from pytorch_grad_cam import GradCAM
 
     s = c.s
-    return [Group("gradcam", "the map at the layer's resolution (no upsampling)", "F+dA", {
-        **c.f_da,
-        "vismap": lambda: explain.gradcam(s.model, s.x, s.target, layer=s.layer,
-                                          upsampled=False),
-        "captum": lambda: LayerGradCam(s.model, c.module).attribute(
-            s.x, target=s.target, relu_attributions=True)}),
-        Group("gradcam, upsampled", UPSAMPLED, "F+dA", {
-            **c.f_da,
-            "vismap": lambda: explain.normalize(explain.gradcam(s.model, s.x, s.target,
-                                                                layer=s.layer)),
-            "captum": lambda: explain.normalize(LayerAttribution.interpolate(
-                LayerGradCam(s.model, c.module).attribute(s.x, target=s.target,
-                                                          relu_attributions=True),
-                s.x.shape[-2:], "bilinear")),
-            "pytorch-grad-cam": _pgc_cam(GradCAM, c)})]
+    return [
+        Group(
+            "gradcam",
+            "the map at the layer's resolution (no upsampling)",
+            "F+dA",
+            {
+                **c.f_da,
+                "vismap": lambda: explain.gradcam(
+                    s.model, s.x, s.target, layer=s.layer, upsampled=False
+                ),
+                "captum": lambda: LayerGradCam(s.model, c.module).attribute(
+                    s.x, target=s.target, relu_attributions=True
+                ),
+            },
+        ),
+        Group(
+            "gradcam, upsampled",
+            UPSAMPLED,
+            "F+dA",
+            {
+                **c.f_da,
+                "vismap": lambda: explain.normalize(
+                    explain.gradcam(s.model, s.x, s.target, layer=s.layer)
+                ),
+                "captum": lambda: explain.normalize(
+                    LayerAttribution.interpolate(
+                        LayerGradCam(s.model, c.module).attribute(
+                            s.x, target=s.target, relu_attributions=True
+                        ),
+                        s.x.shape[-2:],
+                        "bilinear",
+                    )
+                ),
+                "pytorch-grad-cam": _pgc_cam(GradCAM, c),
+            },
+        ),
+    ]
 
 
 def _gradcam_pp(c: Context) -> Group:
     from pytorch_grad_cam import GradCAMPlusPlus
 
     s = c.s
-    return Group("gradcam_pp, upsampled", UPSAMPLED + " (captum has no Grad-CAM++)", "F+dA", {
-        **c.f_da,
-        "vismap": lambda: explain.normalize(explain.gradcam_pp(s.model, s.x, s.target,
-                                                               layer=s.layer)),
-        "pytorch-grad-cam": _pgc_cam(GradCAMPlusPlus, c)})
+    return Group(
+        "gradcam_pp, upsampled",
+        UPSAMPLED + " (captum has no Grad-CAM++)",
+        "F+dA",
+        {
+            **c.f_da,
+            "vismap": lambda: explain.normalize(
+                explain.gradcam_pp(s.model, s.x, s.target, layer=s.layer)
+            ),
+            "pytorch-grad-cam": _pgc_cam(GradCAMPlusPlus, c),
+        },
+    )
 
 
 def _layercam(c: Context) -> Group:
     from pytorch_grad_cam import LayerCAM
 
     s = c.s
-    return Group("layercam, upsampled", UPSAMPLED + " (captum has no LayerCAM)", "F+dA", {
-        **c.f_da,
-        "vismap": lambda: explain.normalize(explain.layercam(s.model, s.x, s.target,
-                                                             layer=s.layer)),
-        "pytorch-grad-cam": _pgc_cam(LayerCAM, c)})
+    return Group(
+        "layercam, upsampled",
+        UPSAMPLED + " (captum has no LayerCAM)",
+        "F+dA",
+        {
+            **c.f_da,
+            "vismap": lambda: explain.normalize(
+                explain.layercam(s.model, s.x, s.target, layer=s.layer)
+            ),
+            "pytorch-grad-cam": _pgc_cam(LayerCAM, c),
+        },
+    )
 
 
 def _scorecam(c: Context) -> Group:
@@ -496,8 +653,9 @@ def _scorecam(c: Context) -> Group:
     n = s.score_images
     x = s.x[:n]
     if s.score_size != x.shape[-1]:
-        x = F.interpolate(x, size=(s.score_size, s.score_size), mode="bilinear",
-                          align_corners=False)
+        x = F.interpolate(
+            x, size=(s.score_size, s.score_size), mode="bilinear", align_corners=False
+        )
     t = s.target[:n]
     a = explain.layer_gradient(s.model, x, t, s.layer)[0]
     masks = explain.normalize(explain.upsample(a.flatten(0, 1)[:, None], x.shape[-2:]))
@@ -506,50 +664,80 @@ def _scorecam(c: Context) -> Group:
     # so every image's constant maps need one forward between them, not one each.
     constant = masks.flatten(2).amax(2) == 0  # (n, K)
     distinct = [torch.cat([m[~c], m[c][:1]]) for m, c in zip(masks, constant, strict=True)]
-    masked = torch.cat([x[i:i + 1] * d[:, None] for i, d in enumerate(distinct)])
-    what = (f"{n} image(s) of {x.shape[-1]}x{x.shape[-1]}: {a.shape[1]} feature maps, "
-            f"{len(masked)} distinct masks ({int(constant.sum())} constant maps give the "
-            f"all-zero mask), one masked forward each; pytorch-grad-cam with its default batch "
-            f"of 16 (one forward per feature map)")
-    return Group("scorecam, upsampled", what + "; " + UPSAMPLED, "K x F", {
-        **limit(lambda xx: forward_in_batches(c.frozen, xx), masked),
-        "vismap": lambda: explain.normalize(explain.scorecam(s.model, x, t, layer=s.layer)),
-        "pytorch-grad-cam": _pgc_cam(ScoreCAM, c, x, t)},
-        {"pytorch-grad-cam batch 64": ("pytorch-grad-cam", _pgc_cam(ScoreCAM, c, x, t,
-                                                                    batch_size=64),
-                                       "as above; pytorch-grad-cam with batch_size=64")},
-        rounds=s.rounds)
+    masked = torch.cat([x[i : i + 1] * d[:, None] for i, d in enumerate(distinct)])
+    what = (
+        f"{n} image(s) of {x.shape[-1]}x{x.shape[-1]}: {a.shape[1]} feature maps, "
+        f"{len(masked)} distinct masks ({int(constant.sum())} constant maps give the "
+        f"all-zero mask), one masked forward each; pytorch-grad-cam with its default batch "
+        f"of 16 (one forward per feature map)"
+    )
+    return Group(
+        "scorecam, upsampled",
+        what + "; " + UPSAMPLED,
+        "K x F",
+        {
+            **limit(lambda xx: forward_in_batches(c.frozen, xx), masked),
+            "vismap": lambda: explain.normalize(explain.scorecam(s.model, x, t, layer=s.layer)),
+            "pytorch-grad-cam": _pgc_cam(ScoreCAM, c, x, t),
+        },
+        {
+            "pytorch-grad-cam batch 64": (
+                "pytorch-grad-cam",
+                _pgc_cam(ScoreCAM, c, x, t, batch_size=64),
+                "as above; pytorch-grad-cam with batch_size=64",
+            )
+        },
+        rounds=s.rounds,
+    )
 
 
 def _guided_gradcam(c: Context) -> Group:
     from captum.attr import GuidedGradCam
 
     s = c.s
-    return Group("guided_gradcam", "guided backprop x bilinear Grad-CAM (two backward passes; "
-                 "pytorch-grad-cam has no single call for it)", "F+dx", {
-                     **c.f_dx,
-                     "vismap": lambda: explain.guided_gradcam(s.model, s.x, s.target,
-                                                              layer=s.layer),
-                     "captum": lambda: GuidedGradCam(s.model, c.module).attribute(
-                         s.x, target=s.target, interpolate_mode="bilinear")})
+    return Group(
+        "guided_gradcam",
+        "guided backprop x bilinear Grad-CAM (two backward passes; "
+        "pytorch-grad-cam has no single call for it)",
+        "F+dx",
+        {
+            **c.f_dx,
+            "vismap": lambda: explain.guided_gradcam(s.model, s.x, s.target, layer=s.layer),
+            "captum": lambda: GuidedGradCam(s.model, c.module).attribute(
+                s.x, target=s.target, interpolate_mode="bilinear"
+            ),
+        },
+    )
 
 
 # How each registry method is compared; a registry method missing here is timed against the
 # limit of its kind with its default options (see _default_group).
 PLANS: dict[str, Callable[[Context], Group | list[Group]]] = {
-    "saliency": _saliency, "guided_backprop": _guided_backprop, "deconvnet": _deconvnet,
-    "gradient_x_input": _gradient_x_input, "smoothgrad": _smoothgrad,
-    "integrated_gradients": _integrated_gradients, "occlusion": _occlusion, "cam": _cam,
-    "gradcam": _gradcam, "gradcam_pp": _gradcam_pp, "scorecam": _scorecam,
-    "layercam": _layercam, "guided_gradcam": _guided_gradcam,
+    "saliency": _saliency,
+    "guided_backprop": _guided_backprop,
+    "deconvnet": _deconvnet,
+    "gradient_x_input": _gradient_x_input,
+    "smoothgrad": _smoothgrad,
+    "integrated_gradients": _integrated_gradients,
+    "occlusion": _occlusion,
+    "cam": _cam,
+    "gradcam": _gradcam,
+    "gradcam_pp": _gradcam_pp,
+    "scorecam": _scorecam,
+    "layercam": _layercam,
+    "guided_gradcam": _guided_gradcam,
 }
 
 
 def _default_group(c: Context, entry: explain.Method) -> Group:
     s = c.s
     bound, fns = ("F+dA", c.f_da) if entry.layered else ("F+dx", c.f_dx)
-    return Group(entry.name, "with its default options (no plan in the benchmark yet)", bound, {
-        **fns, "vismap": lambda: entry(s.model, s.x, s.target, layer=s.layer)})
+    return Group(
+        entry.name,
+        "with its default options (no plan in the benchmark yet)",
+        bound,
+        {**fns, "vismap": lambda: entry(s.model, s.x, s.target, layer=s.layer)},
+    )
 
 
 def runs_on(entry: explain.Method, s: Setting) -> bool:
@@ -578,9 +766,13 @@ def _groups(s: Setting, methods: Collection[str] | None = None) -> list[Group]:
     return groups
 
 
-def measure(s: Setting, repeats: int, warmup: int,
-            clock: Callable[[], float] = time.perf_counter,
-            methods: Collection[str] | None = None) -> list[Row]:
+def measure(
+    s: Setting,
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+    methods: Collection[str] | None = None,
+) -> list[Row]:
     """Time every group of :func:`_groups` on the setting ``s`` (of ``methods`` only, if
     given)."""
     rows = []
@@ -588,8 +780,9 @@ def measure(s: Setting, repeats: int, warmup: int,
         fns = dict(g.fns)
         for suffix, (_, fn, _) in g.variants.items():
             fns[suffix] = fn
-        r, w = (min(repeats, g.rounds[0]), min(warmup, g.rounds[1])) if g.rounds else (
-            repeats, warmup)
+        r, w = (
+            (min(repeats, g.rounds[0]), min(warmup, g.rounds[1])) if g.rounds else (repeats, warmup)
+        )
         seconds = time_together(fns, r, w, clock)
         seconds["limit, NCHW"] = seconds["limit"]
         last = seconds["limit, channels-last"]
@@ -598,18 +791,28 @@ def measure(s: Setting, repeats: int, warmup: int,
         extra = {suffix: seconds.pop(suffix) for suffix in g.variants}
         rows.append(Row(g.method, g.timed, g.limit, seconds, layout))
         for suffix, (who, _, timed) in g.variants.items():  # same rounds, another setting
-            rows.append(Row(f"{g.method} ({suffix})", timed, g.limit,
-                            {**seconds, who: extra[suffix]}, layout))
+            rows.append(
+                Row(
+                    f"{g.method} ({suffix})",
+                    timed,
+                    g.limit,
+                    {**seconds, who: extra[suffix]},
+                    layout,
+                )
+            )
     return rows
 
 
-def one_forward(s: Setting, repeats: int, warmup: int,
-                clock: Callable[[], float] = time.perf_counter) -> str:
+def one_forward(
+    s: Setting, repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter
+) -> str:
     """The scale of everything else: one forward pass of the batch, in both layouts."""
     model = copy.deepcopy(s.model).requires_grad_(False)
     seconds = time_together(limit(lambda xx: forward(model, xx), s.x), repeats, warmup, clock)
-    return (f"One forward pass `F` of the batch: {_ms(seconds['limit'])} ms (NCHW), "
-            f"{_ms(seconds['limit, channels-last'])} ms (channels-last).")
+    return (
+        f"One forward pass `F` of the batch: {_ms(seconds['limit'])} ms (NCHW), "
+        f"{_ms(seconds['limit, channels-last'])} ms (channels-last)."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,15 +825,18 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if
-                     line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     load = f" | load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (f"{cpu}, {os.cpu_count()} logical CPUs | torch {torch.__version__} on "
-            f"{torch.get_num_threads()} thread(s) | Python {platform.python_version()}, "
-            f"{platform.system()} {platform.machine()}{load}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs | torch {torch.__version__} on "
+        f"{torch.get_num_threads()} thread(s) | Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}{load}"
+    )
 
 
 def _ms(seconds: float | None) -> str:
@@ -643,15 +849,28 @@ def _x(ratio: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     """The markdown table: times in ms, and vismap's time divided by each other's."""
-    head = ["method", "limit", "limit (ms)", *(f"{lib} (ms)" for lib in LIBRARIES),
-            "vs limit", "vs captum", "vs pytorch-grad-cam", "what is timed"]
+    head = [
+        "method",
+        "limit",
+        "limit (ms)",
+        *(f"{lib} (ms)" for lib in LIBRARIES),
+        "vs limit",
+        "vs captum",
+        "vs pytorch-grad-cam",
+        "what is timed",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 7 + "---|"]
     for r in rows:
-        cells = [r.method, f"{r.limit} ({r.layout})" if r.layout else r.limit,
-                 _ms(r.seconds["limit"]),
-                 *(_ms(r.seconds.get(lib)) for lib in LIBRARIES),
-                 _x(r.ratio("limit")), _x(r.ratio("captum")), _x(r.ratio("pytorch-grad-cam")),
-                 r.timed]
+        cells = [
+            r.method,
+            f"{r.limit} ({r.layout})" if r.layout else r.limit,
+            _ms(r.seconds["limit"]),
+            *(_ms(r.seconds.get(lib)) for lib in LIBRARIES),
+            _x(r.ratio("limit")),
+            _x(r.ratio("captum")),
+            _x(r.ratio("pytorch-grad-cam")),
+            r.timed,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -668,8 +887,13 @@ TARGETS = [
     ("SmoothGrad no slower than captum", "smoothgrad", "captum", 1.0, None),
     ("Integrated Gradients <= 1.1x its limit", "integrated_gradients", "limit", 1.1, None),
     ("Integrated Gradients no slower than captum", "integrated_gradients", "captum", 1.0, None),
-    ("Score-CAM >= 2x faster than pytorch-grad-cam", "scorecam, upsampled",
-     "pytorch-grad-cam", 0.5, None),
+    (
+        "Score-CAM >= 2x faster than pytorch-grad-cam",
+        "scorecam, upsampled",
+        "pytorch-grad-cam",
+        0.5,
+        None,
+    ),
 ]
 
 
@@ -686,7 +910,8 @@ def targets(rows: list[Row], setting: str = "") -> list[str]:
         if ratio is None:
             continue
         line = f"- {name}: vismap at {ratio:.2f}x (needs <= {bound:.2f}x): " + (
-            "met" if ratio <= bound else f"MISSED by {ratio / bound - 1:.0%}")
+            "met" if ratio <= bound else f"MISSED by {ratio / bound - 1:.0%}"
+        )
         if other == "limit" and row.layout == "channels-last" and "limit, NCHW" in row.seconds:
             line += f" ({row.ratio('limit, NCHW'):.2f}x the limit in NCHW layout)"
         lines.append(line)
@@ -697,43 +922,83 @@ def report(results: list[tuple[Setting, str, list[Row]]], header: str) -> str:
     """The whole markdown report: ``header``, then per setting its table and the targets."""
     parts = [header, ""]
     for s, scale, rows in results:
-        parts += [f"### {s.title}", "", table(rows), "", scale, "", "Targets:",
-                  *targets(rows, s.name), ""]
-    parts += ["Limits: " + "; ".join(f"`{k}` {v}" for k, v in LIMITS.items()) + "; each "
-              "timed in both memory layouts (NCHW, channels-last), the faster kept. Every "
-              "library gets the same NCHW batch. Ratios are vismap's time over the other's: "
-              "below 1x vismap is faster. Each time is the median of interleaved rounds after "
-              "warm-up."]
+        parts += [
+            f"### {s.title}",
+            "",
+            table(rows),
+            "",
+            scale,
+            "",
+            "Targets:",
+            *targets(rows, s.name),
+            "",
+        ]
+    parts += [
+        "Limits: " + "; ".join(f"`{k}` {v}" for k, v in LIMITS.items()) + "; each "
+        "timed in both memory layouts (NCHW, channels-last), the faster kept. Every "
+        "library gets the same NCHW batch. Ratios are vismap's time over the other's: "
+        "below 1x vismap is faster. Each time is the median of interleaved rounds after "
+        "warm-up."
+    ]
     return "\n".join(parts) + "\n"
 
 
 def main(argv: list[str] | None = None) -> str:
     """Run the benchmark; print the markdown report (and write it to ``--out``); return it."""
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes and one round, for the test suite (seconds)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per method (default 7 on shapes-cnn, 5 on resnet18)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed rounds (default 2 on shapes-cnn, 1 on resnet18)")
-    parser.add_argument("--only", choices=["shapes-cnn", "resnet18"], default=None,
-                        help="time one setting only")
-    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
-                        help="time only these registry methods (e.g. gradcam scorecam; a "
-                             "method's variants and upsampled rows come with it); default all")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's, from OMP_NUM_THREADS)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall time (default), or this process's CPU time: steadier when "
-                             "other work shares the machine; meaningful with one thread")
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/bench.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and one round, for the test suite (seconds)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per method (default 7 on shapes-cnn, 5 on resnet18)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed rounds (default 2 on shapes-cnn, 1 on resnet18)",
+    )
+    parser.add_argument(
+        "--only", choices=["shapes-cnn", "resnet18"], default=None, help="time one setting only"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="time only these registry methods (e.g. gradcam scorecam; a "
+        "method's variants and upsampled rows come with it); default all",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's, from OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time (default), or this process's CPU time: steadier when "
+        "other work shares the machine; meaningful with one thread",
+    )
     parser.add_argument("--out", default=None, help="also write the markdown to this file")
     args = parser.parse_args(argv)
     if args.methods is not None:
         unknown = [m for m in args.methods if m not in explain.METHODS]
         if unknown:
-            parser.error(f"unknown method(s) {', '.join(unknown)}; valid names: "
-                         f"{', '.join(explain.METHODS)}")
+            parser.error(
+                f"unknown method(s) {', '.join(unknown)}; valid names: {', '.join(explain.METHODS)}"
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
@@ -744,21 +1009,30 @@ def main(argv: list[str] | None = None) -> str:
 
     if args.smoke:
         tiny = dict(occlusion_images=1, sampled_images=1, samples=2, steps=2, score_images=1)
-        plan = [(shapes_setting(2, window=16, stride=16, **tiny), 1, 0),
-                (resnet_setting(2, size=64, window=32, stride=32, score_size=40, **tiny), 1, 0)]
+        plan = [
+            (shapes_setting(2, window=16, stride=16, **tiny), 1, 0),
+            (resnet_setting(2, size=64, window=32, stride=32, score_size=40, **tiny), 1, 0),
+        ]
     else:
         plan = [(shapes_setting(64), 7, 2), (resnet_setting(8), 5, 1)]
     if args.only:
         plan = [p for p in plan if p[0].name.startswith(args.only)]
-    header = (f"Machine: {machine()} | {args.clock} clock"
-              + (" | smoke mode: tiny sizes, one round" if args.smoke else "")
-              + (f" | methods: {', '.join(args.methods)}" if args.methods else ""))
+    header = (
+        f"Machine: {machine()} | {args.clock} clock"
+        + (" | smoke mode: tiny sizes, one round" if args.smoke else "")
+        + (f" | methods: {', '.join(args.methods)}" if args.methods else "")
+    )
     results = []
     for s, repeats, warmup in plan:
         repeats = args.repeats or repeats
         warmup = warmup if args.warmup is None else args.warmup
-        results.append((s, one_forward(s, repeats, warmup, clock),
-                        measure(s, repeats, warmup, clock, args.methods)))
+        results.append(
+            (
+                s,
+                one_forward(s, repeats, warmup, clock),
+                measure(s, repeats, warmup, clock, args.methods),
+            )
+        )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = report(results, header) + f"\nLoad average at the end: {load:.2f}.\n"
     print(text)

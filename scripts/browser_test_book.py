@@ -1,6 +1,6 @@
 """The built book in a real browser: every page loads offline, with figures, math and search.
 
-Run after ``make book``: ``python scripts/browser_test_book.py``. It serves ``build/`` on a free
+Run after ``make book``: ``python -m scripts.browser_test_book``. It serves ``build/`` on a free
 loopback port (so the book's links to the slides and the exercises in ``build/`` resolve too),
 drives Debian's Chromium (``/usr/bin/chromium``) with Playwright, with the helpers of
 ``scripts/browser_test.py``, and checks that
@@ -30,9 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import browser_test as bt  # noqa: E402  (ensure_chromium, free_port, Failed, OUT)
-import make_book  # noqa: E402  (the table of contents and the build's paths)
+from scripts import browser_test as bt  # ensure_chromium, free_port, Failed, OUT
+from scripts import make_book  # the table of contents and the build's paths
 
 ROOT = make_book.ROOT
 BUILD = make_book.BUILD
@@ -95,13 +94,22 @@ class Watch:
 
     def attach(self, context, page) -> None:
         context.route("**/*", self._route)
-        page.on("console", lambda m: m.type == "error" and self.problems.append(
-            f"console error: {m.text[:300]}"))
+        page.on(
+            "console",
+            lambda m: m.type == "error" and self.problems.append(f"console error: {m.text[:300]}"),
+        )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: r.url not in self.outside and self.problems.append(
-            f"request failed: {r.url} ({r.failure})"))
-        page.on("response", lambda r: r.status >= 400 and self.problems.append(
-            f"HTTP {r.status}: {r.url}"))
+        page.on(
+            "requestfailed",
+            lambda r: (
+                r.url not in self.outside
+                and self.problems.append(f"request failed: {r.url} ({r.failure})")
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"),
+        )
 
     def _route(self, route) -> None:
         url = route.request.url
@@ -113,8 +121,7 @@ class Watch:
             route.continue_()
 
     def take(self) -> list[str]:
-        problems = self.problems + [f"request off the machine (blocked): {u}"
-                                    for u in self.outside]
+        problems = self.problems + [f"request off the machine (blocked): {u}" for u in self.outside]
         self.problems, self.outside = [], []
         return problems
 
@@ -126,8 +133,9 @@ def html_of(page: str) -> str:
 TYPESET: dict[str, int] = {}  # page -> formulas MathJax typeset there
 
 
-def check_page(page, watch: Watch, url: str, name: str, chapter: bool,
-               timeout: float = 180) -> list[str]:
+def check_page(
+    page, watch: Watch, url: str, name: str, chapter: bool, timeout: float = 180
+) -> list[str]:
     """Load one page and check it; returns what was checked, raises bt.Failed otherwise."""
     page.goto(url, wait_until="load", timeout=60_000)
     deadline = time.monotonic() + timeout
@@ -140,8 +148,10 @@ def check_page(page, watch: Watch, url: str, name: str, chapter: bool,
     if not math["done"]:
         problems.append(f"MathJax did not finish typesetting within {timeout:.0f} s ({math})")
     if math["errors"] or math["raw"]:
-        problems.append(f"math not rendered: {math['errors']} error(s), {math['raw']} formula(s) "
-                        f"left as raw TeX")
+        problems.append(
+            f"math not rendered: {math['errors']} error(s), {math['raw']} formula(s) "
+            f"left as raw TeX"
+        )
     done = []
     if math["math"]:
         done.append(f"{math['math']} formulas, {math['rendered']} typeset by MathJax")
@@ -150,8 +160,9 @@ def check_page(page, watch: Watch, url: str, name: str, chapter: bool,
         if figures["count"] == 0:
             problems.append("no figure in the chapter's outputs")
         elif figures["loaded"] < figures["count"]:
-            problems.append(f"{figures['count'] - figures['loaded']} of {figures['count']} "
-                            f"figures did not load")
+            problems.append(
+                f"{figures['count'] - figures['loaded']} of {figures['count']} figures did not load"
+            )
         if figures["errors"]:
             problems.append(f"{figures['errors']} error output(s) on the page")
         done.append(f"{figures['loaded']} figure(s) shown")
@@ -178,42 +189,52 @@ def check_search(page, watch: Watch, base: str, name: str) -> str:
         page.wait_for_function(  # Sphinx's search lists its hits, then writes a summary
             "() => { const s = document.querySelector('.search-summary, #search-results p');"
             " return !!s && /finished|found|did not match/i.test(s.innerText); }",
-            timeout=60_000)
+            timeout=60_000,
+        )
     except Exception as err:  # playwright's TimeoutError
-        raise bt.Failed(f"the search for {SEARCH_WORD!r} gave no answer within 60 s: "
-                        f"{err}") from None
-    links = page.eval_on_selector_all("#search-results li a, ul.search li a",
-                                      "as => as.map(a => a.getAttribute('href'))")
+        raise bt.Failed(
+            f"the search for {SEARCH_WORD!r} gave no answer within 60 s: {err}"
+        ) from None
+    links = page.eval_on_selector_all(
+        "#search-results li a, ul.search li a", "as => as.map(a => a.getAttribute('href'))"
+    )
     page.screenshot(path=str(OUT / f"book-search-{name}.png"))
     problems = watch.take()
     if problems:
         raise bt.Failed("; ".join(problems))
     hits = [h for h in links if h and SEARCH_CHAPTER in h]
     if not hits:
-        raise bt.Failed(f"searching {SEARCH_WORD!r} does not list chapter {SEARCH_CHAPTER} "
-                        f"(it lists {links[:10]})")
+        raise bt.Failed(
+            f"searching {SEARCH_WORD!r} does not list chapter {SEARCH_CHAPTER} "
+            f"(it lists {links[:10]})"
+        )
     return f"search {SEARCH_WORD!r}: {len(links)} result(s), chapter 06 among them"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--book", type=Path, default=BOOK,
-                        help=f"the built book (default {BOOK.relative_to(ROOT)}); its parent "
-                             f"folder is served")
-    parser.add_argument("--toc", type=Path, default=make_book.TOC,
-                        help="the table of contents the book was built from (make_book.py --toc)")
+    parser.add_argument(
+        "--book",
+        type=Path,
+        default=BOOK,
+        help=f"the built book (default {BOOK.relative_to(ROOT)}); its parent folder is served",
+    )
+    parser.add_argument(
+        "--toc",
+        type=Path,
+        default=make_book.TOC,
+        help="the table of contents the book was built from (make_book.py --toc)",
+    )
     args = parser.parse_args(argv)
     book_dir = args.book.resolve()
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
-        print("Playwright for Python is missing: .venv/bin/pip install playwright",
-              file=sys.stderr)
+        print("Playwright for Python is missing: .venv/bin/pip install playwright", file=sys.stderr)
         return 1
     if not (book_dir / "index.html").exists():
-        print(f"{book_dir}/index.html is missing: run `make book` first",
-              file=sys.stderr)
+        print(f"{book_dir}/index.html is missing: run `make book` first", file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
     toc = make_book.read_toc(args.toc)
@@ -225,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         chromium = bt.ensure_chromium()
         with serve(book_dir.parent) as base, sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=str(chromium), headless=True,
-                args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+                executable_path=str(chromium),
+                headless=True,
+                args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+            )
             bt.log(f"Chromium {browser.version}; the book served from {base}/{book_dir.name}/")
             context = browser.new_context(viewport={"width": 1300, "height": 900})
             page = context.new_page()
@@ -234,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             watch.attach(context, page)
             book = f"{base}/{book_dir.name}"
             targets = [("index", f"{book}/index.html", False)] + [
-                (Path(p).stem, f"{book}/{html_of(p)}", p in chapters) for p in pages]
+                (Path(p).stem, f"{book}/{html_of(p)}", p in chapters) for p in pages
+            ]
             for name, url, chapter in targets:
                 try:
                     results[name] = check_page(page, watch, url, name, chapter)
@@ -244,18 +268,20 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = f"FAILED: {err}"
                     watch.take()
             with_math = [n for n in chapters if TYPESET.get(Path(n).stem)]
-            results["math"] = (f"FAILED: no chapter has typeset math ({TYPESET})" if not
-                               with_math else [f"MathJax typeset math in {len(with_math)} of "
-                                               f"{len(chapters)} chapters"])
-            for name, base_url in (("search", book),
-                                   ("search-file", book_dir.as_uri())):
+            results["math"] = (
+                f"FAILED: no chapter has typeset math ({TYPESET})"
+                if not with_math
+                else [f"MathJax typeset math in {len(with_math)} of {len(chapters)} chapters"]
+            )
+            for name, base_url in (("search", book), ("search-file", book_dir.as_uri())):
                 try:
                     results[name] = [check_search(page, watch, base_url, name)]
                 except (bt.Failed, PlaywrightError) as err:
                     results[name] = f"FAILED: {err}"
             try:  # the book opened from disk
-                results["index-file"] = check_page(page, watch, (book_dir / "index.html").as_uri(),
-                                                   "index-file", False)
+                results["index-file"] = check_page(
+                    page, watch, (book_dir / "index.html").as_uri(), "index-file", False
+                )
             except (bt.Failed, PlaywrightError) as err:
                 results["index-file"] = f"FAILED: {err}"
             browser.close()
@@ -265,11 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(result, str):
             bt.log(f"FAILED {name}: {result[8:]}")
         else:
-            bt.log(f"ok  {name}: " + ("; ".join(result) or "loaded, no error, nothing off the "
-                                                          "machine"))
+            bt.log(
+                f"ok  {name}: " + ("; ".join(result) or "loaded, no error, nothing off the machine")
+            )
     failed = [n for n, r in results.items() if isinstance(r, str)]
-    bt.log(f"{len(results) - len(failed)} of {len(results)} check(s) passed in "
-           f"{time.monotonic() - started:.0f} s; screenshots in {OUT.relative_to(ROOT)}/book-*.png")
+    bt.log(
+        f"{len(results) - len(failed)} of {len(results)} check(s) passed in "
+        f"{time.monotonic() - started:.0f} s; screenshots in {OUT.relative_to(ROOT)}/book-*.png"
+    )
     return 1 if failed else 0
 
 

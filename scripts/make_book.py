@@ -5,7 +5,7 @@ stays offline). This script does three things:
 
 1. **Executed notebooks, executed once.** For each chapter listed in ``book/toc.yml`` it looks for
    an executed copy in ``build/executed/NAME.ipynb``. ``make test`` writes those when the
-   ``tests/nbsave.py`` pytest plugin is enabled: nbval executes every notebook anyway, and the
+   ``scripts/nbsave.py`` pytest plugin is enabled: nbval executes every notebook anyway, and the
    plugin keeps its outputs. A copy is reused when the key in its metadata equals the
    notebook's key now (a hash of the notebook's cells, the library's source and the data
    manifest, :func:`nbsave.source_key`); otherwise the notebook is executed here with nbclient,
@@ -21,7 +21,7 @@ stays offline). This script does three things:
 
 Usage::
 
-    python scripts/make_book.py [--jobs N] [--strict] [--execute-only]
+    python -m scripts.make_book [--jobs N] [--strict] [--execute-only]
 
 A notebook that fails while executed for the book stops the build, naming the notebook and the
 cell. Exit status 0 when the book was built.
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts import nbsave  # the executed-notebook key, shared with nbval's run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import nbsave  # noqa: E402  (tests/nbsave.py: the executed-notebook key, shared with nbval's run)
 
 BOOK = ROOT / "book"
 TOC = BOOK / "toc.yml"
@@ -57,9 +57,11 @@ README_SECTION = "The notebooks"  # the README section that the start page repro
 SLIDES = ("talk.slides.html", "talk_zh.slides.html")  # written by `make slides` into build/
 EXERCISES = "exercises"  # build/exercises/, written by `make exercises`
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-WIDGET_NOTE = ('<p class="vismap-widget-note">An interactive widget (a set of controls or a '
-               'progress bar) runs here when the notebook is opened in JupyterLab '
-               '(<code>make lab</code>).</p>')
+WIDGET_NOTE = (
+    '<p class="vismap-widget-note">An interactive widget (a set of controls or a '
+    "progress bar) runs here when the notebook is opened in JupyterLab "
+    "(<code>make lab</code>).</p>"
+)
 
 
 def log(message: str) -> None:
@@ -96,14 +98,20 @@ def read_toc(path: Path = TOC) -> Toc:
         raise BookError(f"{path}: expected a mapping with a list `parts`, got {type(data)}")
     parts = []
     for i, part in enumerate(data["parts"]):
-        if not (isinstance(part, dict) and isinstance(part.get("caption"), str)
-                and isinstance(part.get("pages"), list)):
-            raise BookError(f"{path}: part {i} must have `caption` (text) and `pages` (a list), "
-                            f"got {part!r}")
+        if not (
+            isinstance(part, dict)
+            and isinstance(part.get("caption"), str)
+            and isinstance(part.get("pages"), list)
+        ):
+            raise BookError(
+                f"{path}: part {i} must have `caption` (text) and `pages` (a list), got {part!r}"
+            )
         for page in part["pages"]:
             if not isinstance(page, str) or not page.endswith((".ipynb", ".md")):
-                raise BookError(f"{path}: part {part['caption']!r}: a page is a path ending in "
-                                f".ipynb or .md, got {page!r}")
+                raise BookError(
+                    f"{path}: part {part['caption']!r}: a page is a path ending in "
+                    f".ipynb or .md, got {page!r}"
+                )
         parts.append((part["caption"], list(part["pages"])))
     toc = Toc(parts, dict(data.get("not_chapters") or {}))
     seen: set[str] = set()
@@ -129,13 +137,18 @@ def _execute(source: str, key: str, target: str, timeout: int) -> tuple[str, flo
     nb = nbformat.read(path, as_version=4)
     log(f"{path.name}: executing")
     start = time.monotonic()
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
-        raise BookError(f"{path.relative_to(ROOT)} failed while executed for the book:\n"
-                        f"{str(err)[-3000:]}") from None
+        raise BookError(
+            f"{path.relative_to(ROOT)} failed while executed for the book:\n{str(err)[-3000:]}"
+        ) from None
     seconds = time.monotonic() - start
     nbsave.stamp(nb, key, "make_book", seconds)
     nbsave.write_executed(nb, Path(target))
@@ -155,17 +168,25 @@ def executed_notebooks(paths: list[Path], jobs: int = 1, timeout: int = 1800) ->
         result[path] = copy
         stamp = {}
         if copy.exists():
-            stamp = json.loads(copy.read_text()).get("metadata", {}).get("vismap", {}).get(
-                "executed", {})
+            stamp = (
+                json.loads(copy.read_text())
+                .get("metadata", {})
+                .get("vismap", {})
+                .get("executed", {})
+            )
         if stamp.get("key") == key:
-            log(f"{path.name}: reusing its execution by {stamp.get('by')} at {stamp.get('at')} "
-                f"({stamp.get('seconds')} s)")
+            log(
+                f"{path.name}: reusing its execution by {stamp.get('by')} at {stamp.get('at')} "
+                f"({stamp.get('seconds')} s)"
+            )
         else:
             why = "not executed yet" if not copy.exists() else "changed since executed"
             todo.append((path, key, copy, why))
     if todo:
-        log(f"{len(todo)} notebook(s) to execute with nbclient, {jobs} at a time: " + ", ".join(
-            f"{path.name} ({why})" for path, _, _, why in todo))
+        log(
+            f"{len(todo)} notebook(s) to execute with nbclient, {jobs} at a time: "
+            + ", ".join(f"{path.name} ({why})" for path, _, _, why in todo)
+        )
         start = time.monotonic()
         if jobs == 1:  # in this process: a failure stops at once
             for path, key, copy, _ in todo:
@@ -173,8 +194,10 @@ def executed_notebooks(paths: list[Path], jobs: int = 1, timeout: int = 1800) ->
                 log(f"{path.name}: executed in {seconds:.1f} s")
         else:
             with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(_execute, str(path), key, str(copy), timeout)
-                           for path, key, copy, _ in todo]
+                futures = [
+                    pool.submit(_execute, str(path), key, str(copy), timeout)
+                    for path, key, copy, _ in todo
+                ]
                 try:
                     for future in concurrent.futures.as_completed(futures):
                         source, seconds = future.result()
@@ -208,8 +231,9 @@ def to_build(page: str) -> str:
 
 def is_solution(cell: Any) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell["cell_type"] == "code" and (meta.get("solution") or
-                                            "### BEGIN SOLUTION" in cell["source"])
+    return cell["cell_type"] == "code" and (
+        meta.get("solution") or "### BEGIN SOLUTION" in cell["source"]
+    )
 
 
 def book_notebook(executed: Path) -> str:
@@ -225,8 +249,10 @@ def book_notebook(executed: Path) -> str:
             continue
         for out in cell.outputs:
             if WIDGET_MIME in out.get("data", {}):
-                out["data"] = {"text/html": WIDGET_NOTE,
-                               "text/plain": "(an interactive widget; run the notebook)"}
+                out["data"] = {
+                    "text/html": WIDGET_NOTE,
+                    "text/plain": "(an interactive widget; run the notebook)",
+                }
         if is_solution(cell):
             tags = cell.metadata.setdefault("tags", [])
             if "hide-input" not in tags:
@@ -245,8 +271,10 @@ def readme_parts(readme: Path = README) -> tuple[str, str]:
         if heading.strip() == README_SECTION:
             return intro, body.strip()
     headings = [s.partition("\n")[0].strip() for s in sections[1:]]
-    raise BookError(f"README.md has no section `## {README_SECTION}` for the start page; its "
-                    f"sections are {headings}")
+    raise BookError(
+        f"README.md has no section `## {README_SECTION}` for the start page; its "
+        f"sections are {headings}"
+    )
 
 
 def link_slides(text: str, page: str, chapters: set[str]) -> str:
@@ -256,14 +284,20 @@ def link_slides(text: str, page: str, chapters: set[str]) -> str:
 
     def repl(match: re.Match) -> str:
         label, target = match.group(1), match.group(2)
-        resolved = os.path.normpath(os.path.join(base, target)) if not target.startswith(
-            ("http:", "https:", "#", "/")) else target
+        resolved = (
+            os.path.normpath(os.path.join(base, target))
+            if not target.startswith(("http:", "https:", "#", "/"))
+            else target
+        )
         name = Path(resolved).name
         if re.fullmatch(r"talk(_\w+)?\.ipynb", name) and resolved.startswith("notebooks/"):
             href = to_build(page) + name.replace(".ipynb", ".slides.html")
             return f'<a href="{html.escape(href)}">{label}</a>'
-        if resolved.startswith("notebooks/") and resolved.endswith(".ipynb") and (
-                resolved not in chapters):
+        if (
+            resolved.startswith("notebooks/")
+            and resolved.endswith(".ipynb")
+            and (resolved not in chapters)
+        ):
             return f'<span class="vismap-missing">{label}</span>'
         return match.group(0)
 
@@ -279,8 +313,13 @@ def toctrees(toc: Toc, present: set[str]) -> str:
     for caption, pages in toc.parts:
         entries = [p.rsplit(".", 1)[0] for p in pages if p in present]
         if entries:
-            blocks.append("```{toctree}\n:hidden:\n:maxdepth: 2\n:caption: " + caption + "\n\n"
-                          + "\n".join(entries) + "\n```")
+            blocks.append(
+                "```{toctree}\n:hidden:\n:maxdepth: 2\n:caption: "
+                + caption
+                + "\n\n"
+                + "\n".join(entries)
+                + "\n```"
+            )
     return "\n\n".join(blocks)
 
 
@@ -289,10 +328,12 @@ def slides_and_exercises_links(page: str, chapters: list[str]) -> tuple[str, str
     (the page says which command builds them; the book does not depend on them)."""
     up = to_build(page)
     language = {"talk.slides.html": "English", "talk_zh.slides.html": "Chinese"}
-    slides = " and ".join(f'<a href="{up}{name}">{name}</a> ({language[name]})'
-                          for name in SLIDES)
-    exercises = [f'<a href="{up}{EXERCISES}/{Path(c).name}">{Path(c).stem}</a>'
-                 for c in chapters if "nbgrader" in (ROOT / c).read_text()]
+    slides = " and ".join(f'<a href="{up}{name}">{name}</a> ({language[name]})' for name in SLIDES)
+    exercises = [
+        f'<a href="{up}{EXERCISES}/{Path(c).name}">{Path(c).stem}</a>'
+        for c in chapters
+        if "nbgrader" in (ROOT / c).read_text()
+    ]
     folder = f'<a href="{up}{EXERCISES}/">build/{EXERCISES}/</a>'
     return slides, folder + (" (" + ", ".join(exercises) + ")" if exercises else "")
 
@@ -327,9 +368,11 @@ def stage(toc: Toc, executed: dict[Path, Path]) -> list[str]:
     intro, notebooks = readme_parts()
     index = (BOOK / "index.md").read_text()
     index = re.sub(r"\A<!--.*?-->\s*", "", index, flags=re.S)  # the template's own comment
-    index = (index.replace("{{README_INTRO}}", link_slides(intro, "index.md", chapters))
-             .replace("{{README_NOTEBOOKS}}", link_slides(notebooks, "index.md", chapters))
-             .replace("{{TOC}}", toctrees(toc, present)))
+    index = (
+        index.replace("{{README_INTRO}}", link_slides(intro, "index.md", chapters))
+        .replace("{{README_NOTEBOOKS}}", link_slides(notebooks, "index.md", chapters))
+        .replace("{{TOC}}", toctrees(toc, present))
+    )
     put("index.md", index)
     for stale in [p for p in SRC.rglob("*") if p.is_file() and p not in wanted]:
         stale.unlink()  # a page that left the book
@@ -346,33 +389,61 @@ def sphinx(strict: bool = False) -> list[str]:
     warnings_file = BUILD / "book-warnings.txt"
     from sphinx.cmd.build import build_main
 
-    arguments = ["-b", "html", "-q", "-c", str(BOOK), "-d", str(BUILD / "book_doctrees"),
-                 "-w", str(warnings_file), str(SRC), str(OUT)]
+    arguments = [
+        "-b",
+        "html",
+        "-q",
+        "-c",
+        str(BOOK),
+        "-d",
+        str(BUILD / "book_doctrees"),
+        "-w",
+        str(warnings_file),
+        str(SRC),
+        str(OUT),
+    ]
     if strict:
         arguments += ["-W", "--keep-going"]
     # in this process: the imports it shares with the steps before (nbformat pulls in
     # jsonschema, seconds on a loaded machine) are paid once
     status = build_main(arguments)
-    warnings = [w for w in warnings_file.read_text().splitlines() if w.strip()] if (
-        warnings_file.exists()) else []
+    warnings = (
+        [w for w in warnings_file.read_text().splitlines() if w.strip()]
+        if (warnings_file.exists())
+        else []
+    )
     if status != 0:
-        raise BookError(f"sphinx-build failed (exit status {status}); see "
-                        f"{warnings_file.relative_to(ROOT)}")
+        raise BookError(
+            f"sphinx-build failed (exit status {status}); see {warnings_file.relative_to(ROOT)}"
+        )
     return warnings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="notebooks executed at once when they must be (default 1)")
-    parser.add_argument("--timeout", type=int, default=1800,
-                        help="seconds one cell may take when a notebook is executed")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks executed at once when they must be (default 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=1800,
+        help="seconds one cell may take when a notebook is executed",
+    )
     parser.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
-    parser.add_argument("--execute-only", action="store_true",
-                        help="only bring build/executed/ up to date")
-    parser.add_argument("--toc", type=Path, default=TOC,
-                        help="another table of contents, e.g. a few chapters while writing them "
-                             "(default book/toc.yml)")
+    parser.add_argument(
+        "--execute-only", action="store_true", help="only bring build/executed/ up to date"
+    )
+    parser.add_argument(
+        "--toc",
+        type=Path,
+        default=TOC,
+        help="another table of contents, e.g. a few chapters while writing them "
+        "(default book/toc.yml)",
+    )
     args = parser.parse_args(argv)
     # `kill` ends the build through the `finally` blocks: nbclient shuts its kernel down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -389,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         pages = stage(toc, executed)
         log(f"{len(pages)} pages laid out in {SRC.relative_to(ROOT)}/")
         warnings = sphinx(args.strict)
-        log(f"sphinx-build took {time.monotonic() - staged_at:.1f} s, {len(warnings)} "
-            f"warning(s)" + (f" (in {BUILD.relative_to(ROOT)}/book-warnings.txt)" if warnings
-                             else ""))
+        log(
+            f"sphinx-build took {time.monotonic() - staged_at:.1f} s, {len(warnings)} "
+            f"warning(s)"
+            + (f" (in {BUILD.relative_to(ROOT)}/book-warnings.txt)" if warnings else "")
+        )
         for warning in warnings[:10]:
             print("   ", warning)
     except BookError as err:

@@ -46,12 +46,24 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "figures"
 FS = 11  # font size of labels, in points: readable at the book's width
 INK = "#222222"
-BLUE, ORANGE, GREEN, RED, GREY, PURPLE = ("#dbe8f6", "#fde3c8", "#dcefd8", "#c0392b",
-                                          "#eeeeee", "#e8ddf3")
+BLUE, ORANGE, GREEN, RED, GREY, PURPLE = (
+    "#dbe8f6",
+    "#fde3c8",
+    "#dcefd8",
+    "#c0392b",
+    "#eeeeee",
+    "#e8ddf3",
+)
 MAP_CMAP = "jet"  # the course's colour map for explanation maps
 
-plt.rcParams.update({"svg.hashsalt": "vismap-diagrams", "font.size": FS,
-                     "font.family": "DejaVu Sans", "mathtext.fontset": "dejavusans"})
+plt.rcParams.update(
+    {
+        "svg.hashsalt": "vismap-diagrams",
+        "font.size": FS,
+        "font.family": "DejaVu Sans",
+        "mathtext.fontset": "dejavusans",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,29 +88,71 @@ def fit(fig, ax, width: float) -> None:
     ax.set_xlim(0, width)
 
 
-def box(ax, x: float, y: float, w: float, h: float, text: str = "", fc: str = BLUE,
-        fs: float = FS, ec: str = INK, **kw) -> None:
+def box(
+    ax,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    text: str = "",
+    fc: str = BLUE,
+    fs: float = FS,
+    ec: str = INK,
+    **kw,
+) -> None:
     """A rounded box with its lower-left corner at (x, y) and ``text`` centred in it."""
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.08",
-                                fc=fc, ec=ec, lw=1.2))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y), w, h, boxstyle="round,pad=0,rounding_size=0.08", fc=fc, ec=ec, lw=1.2
+        )
+    )
     if text:
         ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fs, **kw)
 
 
-def arrow(ax, p: tuple[float, float], q: tuple[float, float], text: str = "",
-          color: str = INK, ls: str = "-", fs: float = FS - 1, offset: tuple = (0, 0.14),
-          rad: float = 0.0, **kw) -> None:
+def arrow(
+    ax,
+    p: tuple[float, float],
+    q: tuple[float, float],
+    text: str = "",
+    color: str = INK,
+    ls: str = "-",
+    fs: float = FS - 1,
+    offset: tuple = (0, 0.14),
+    rad: float = 0.0,
+    **kw,
+) -> None:
     """An arrow from p to q, with ``text`` above its middle (shifted by ``offset``)."""
-    ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=14, color=color,
-                                 lw=1.5, ls=ls, shrinkA=0, shrinkB=0,
-                                 connectionstyle=f"arc3,rad={rad}"))
+    ax.add_patch(
+        FancyArrowPatch(
+            p,
+            q,
+            arrowstyle="-|>",
+            mutation_scale=14,
+            color=color,
+            lw=1.5,
+            ls=ls,
+            shrinkA=0,
+            shrinkB=0,
+            connectionstyle=f"arc3,rad={rad}",
+        )
+    )
     if text:
-        ax.text((p[0] + q[0]) / 2 + offset[0], (p[1] + q[1]) / 2 + offset[1], text,
-                ha="center", va="bottom", fontsize=fs, color=color, **kw)
+        ax.text(
+            (p[0] + q[0]) / 2 + offset[0],
+            (p[1] + q[1]) / 2 + offset[1],
+            text,
+            ha="center",
+            va="bottom",
+            fontsize=fs,
+            color=color,
+            **kw,
+        )
 
 
-def stack(ax, x: float, y: float, side: float, n: int, fc: str = BLUE,
-          step: float = 0.06, shown: int = 5) -> tuple[float, float, float, float]:
+def stack(
+    ax, x: float, y: float, side: float, n: int, fc: str = BLUE, step: float = 0.06, shown: int = 5
+) -> tuple[float, float, float, float]:
     """``n`` feature maps drawn as a stack of squares (at most ``shown``), front one at (x, y).
     Returns the stack's bounding box (x0, y0, x1, y1)."""
     k = min(n, shown)
@@ -107,12 +161,29 @@ def stack(ax, x: float, y: float, side: float, n: int, fc: str = BLUE,
     return x, y, x + side + (k - 1) * step, y + side + (k - 1) * step
 
 
-def picture(ax, array: np.ndarray, x: float, y: float, side: float, cmap: str | None = None,
-            vmin: float | None = None, vmax: float | None = None, alpha: float = 1.0,
-            frame: bool = True) -> None:
+def picture(
+    ax,
+    array: np.ndarray,
+    x: float,
+    y: float,
+    side: float,
+    cmap: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 1.0,
+    frame: bool = True,
+) -> None:
     """An image (H, W) or (H, W, 3) in the square (x, y, side), nearest-neighbour."""
-    ax.imshow(array, extent=(x, x + side, y, y + side), cmap=cmap, vmin=vmin, vmax=vmax,
-              interpolation="nearest", alpha=alpha, zorder=3)
+    ax.imshow(
+        array,
+        extent=(x, x + side, y, y + side),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        alpha=alpha,
+        zorder=3,
+    )
     if frame:
         ax.add_patch(Rectangle((x, y), side, side, fill=False, ec=INK, lw=1.0, zorder=4))
 
@@ -130,8 +201,12 @@ def norm(a: torch.Tensor) -> np.ndarray:
     return ((a - lo) / (hi - lo) if hi > lo else torch.zeros_like(a)).numpy()
 
 
-def activation(model: torch.nn.Module, layer: str, x: torch.Tensor,
-               grad_of: Callable[[object], torch.Tensor] | None = None):
+def activation(
+    model: torch.nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    grad_of: Callable[[object], torch.Tensor] | None = None,
+):
     """The output A of ``layer`` for ``x`` and, if ``grad_of`` is given, the gradient of
     ``grad_of(model(x))`` with respect to it. The hook is removed before returning."""
     module = dict(model.named_modules())[layer]
@@ -168,8 +243,14 @@ def diagram_cnn():
 
     fig, ax = canvas(14.0, 4.3)
     base = 1.15  # the baseline the stacks stand on
-    ax.text(0.2, 4.05, "A convolutional network, from convolution to class score "
-            "(the course's shapes-cnn)", fontsize=FS + 2, weight="bold", va="center")
+    ax.text(
+        0.2,
+        4.05,
+        "A convolutional network, from convolution to class score (the course's shapes-cnn)",
+        fontsize=FS + 2,
+        weight="bold",
+        va="center",
+    )
     # the input, with one 3x3 window of the first convolution
     side = 1.5
     picture(ax, image, 0.3, base, side)
@@ -187,25 +268,38 @@ def diagram_cnn():
         tops.append((x0, x1, y1))
         if i == 0:  # one unit = a weighted sum of the window
             unit = (x0 + 0.6 + win[2] / 2, base + 0.75 + win[2] / 2)
-            ax.plot([win[0] + win[2], unit[0]], [win[1] + win[2], unit[1]], color=RED, lw=1,
-                    zorder=6)
+            ax.plot(
+                [win[0] + win[2], unit[0]], [win[1] + win[2], unit[1]], color=RED, lw=1, zorder=6
+            )
             ax.plot([win[0] + win[2], unit[0]], [win[1], unit[1]], color=RED, lw=1, zorder=6)
             ax.plot(*unit, "o", color=RED, ms=4, zorder=7)
         x = x1 + 0.62
         if i < len(blocks) - 1:
             arrow(ax, (x1 + 0.08, base + 0.3), (x - 0.08, base + 0.3))
-            ax.text((x1 + x) / 2, base + 0.38, "pool,\nconv", ha="center", va="bottom",
-                    fontsize=FS - 2)
+            ax.text(
+                (x1 + x) / 2, base + 0.38, "pool,\nconv", ha="center", va="bottom", fontsize=FS - 2
+            )
     # every block: conv 3x3 + ReLU
-    arrow(ax, (0.3 + side + 0.08, base + 0.3), (2.35 - 0.08, base + 0.3), "conv",
-          fs=FS - 2, offset=(0, 0.08))
-    ax.text(3.2, 3.35, "each block: conv 3×3 (a weighted sum of a 3×3\nneighbourhood, "
-            "slid over the maps) + ReLU", ha="center", fontsize=FS - 1, color=RED)
+    arrow(
+        ax,
+        (0.3 + side + 0.08, base + 0.3),
+        (2.35 - 0.08, base + 0.3),
+        "conv",
+        fs=FS - 2,
+        offset=(0, 0.08),
+    )
+    ax.text(
+        3.2,
+        3.35,
+        "each block: conv 3×3 (a weighted sum of a 3×3\nneighbourhood, slid over the maps) + ReLU",
+        ha="center",
+        fontsize=FS - 1,
+        color=RED,
+    )
     # pool -> flatten -> FC -> FC -> scores
     px = x
     arrow(ax, (tops[-1][1] + 0.08, base + 0.3), (px - 0.08, base + 0.3))
-    ax.text((tops[-1][1] + px) / 2, base + 0.38, "pool", ha="center", va="bottom",
-            fontsize=FS - 2)
+    ax.text((tops[-1][1] + px) / 2, base + 0.38, "pool", ha="center", va="bottom", fontsize=FS - 2)
     x0, y0, x1, y1 = stack(ax, px, base, 0.26, 64, fc=BLUE)
     ax.text((x0 + x1) / 2, base - 0.2, "64 @ 4×4", ha="center", va="top")
     vec = [(x1 + 0.6, 1.9, "flatten\n1024"), (x1 + 1.6, 1.1, "FC+ReLU\n64")]  # (x, height)
@@ -225,22 +319,57 @@ def diagram_cnn():
     for k, name in enumerate(names):
         yk = base + 2.0 - k * 0.36
         length = float(scores[k]) * scale
-        ax.add_patch(Rectangle((zero, yk), length, 0.26,
-                               fc=ORANGE if k != top else "#e67e22", ec=INK, lw=0.8))
-        ax.text(zero - 0.65, yk + 0.13, name, ha="right", va="center", fontsize=FS - 1,
-                weight="bold" if k == top else "normal")
+        ax.add_patch(
+            Rectangle(
+                (zero, yk), length, 0.26, fc=ORANGE if k != top else "#e67e22", ec=INK, lw=0.8
+            )
+        )
+        ax.text(
+            zero - 0.65,
+            yk + 0.13,
+            name,
+            ha="right",
+            va="center",
+            fontsize=FS - 1,
+            weight="bold" if k == top else "normal",
+        )
     ax.plot([zero, zero], [base - 0.05, base + 2.35], color=INK, lw=0.8)
-    ax.text(zero - 0.3, base - 0.2, "6 class scores $y^c$\n(logits, 0 at the line)",
-            ha="center", va="top")
+    ax.text(
+        zero - 0.3,
+        base - 0.2,
+        "6 class scores $y^c$\n(logits, 0 at the line)",
+        ha="center",
+        va="top",
+    )
     fit(fig, ax, zero + 0.8)
     # fine to coarse
     arrow(ax, (2.35, 0.38), (x1 + 0.3, 0.38), color="#777777")
-    ax.text(2.35, 0.1, "fine-grained: small receptive field, full resolution", fontsize=FS - 1,
-            va="center", color="#555555")
-    ax.text(x1 + 0.3, 0.1, "coarse-grained: whole objects", fontsize=FS - 1, va="center",
-            ha="right", color="#555555")
-    ax.text(5.3, 3.35, "the maps keep the input's layout:\nshift x and every map shifts "
-            "with it", ha="left", fontsize=FS - 1, color="#1f5f9f", va="bottom")
+    ax.text(
+        2.35,
+        0.1,
+        "fine-grained: small receptive field, full resolution",
+        fontsize=FS - 1,
+        va="center",
+        color="#555555",
+    )
+    ax.text(
+        x1 + 0.3,
+        0.1,
+        "coarse-grained: whole objects",
+        fontsize=FS - 1,
+        va="center",
+        ha="right",
+        color="#555555",
+    )
+    ax.text(
+        5.3,
+        3.35,
+        "the maps keep the input's layout:\nshift x and every map shifts with it",
+        ha="left",
+        fontsize=FS - 1,
+        color="#1f5f9f",
+        va="bottom",
+    )
     return fig
 
 
@@ -249,35 +378,65 @@ def diagram_cnn():
 # --------------------------------------------------------------------------------------------
 
 
-def _grid(ax, x: float, y: float, values: np.ndarray, cell: float, marks=None,
-          fc_of=None) -> None:
+def _grid(ax, x: float, y: float, values: np.ndarray, cell: float, marks=None, fc_of=None) -> None:
     """A small grid of numbers; ``marks`` (a boolean grid) are outlined in red."""
     h, w = values.shape
     for i in range(h):
         for j in range(w):
             v = values[i, j]
             fc = fc_of(v) if fc_of else "white"
-            ax.add_patch(Rectangle((x + j * cell, y + (h - 1 - i) * cell), cell, cell, fc=fc,
-                                   ec=INK, lw=0.8))
+            ax.add_patch(
+                Rectangle((x + j * cell, y + (h - 1 - i) * cell), cell, cell, fc=fc, ec=INK, lw=0.8)
+            )
             if v != 0 or fc_of is None:
-                ax.text(x + (j + 0.5) * cell, y + (h - 1 - i + 0.5) * cell, f"{v:g}",
-                        ha="center", va="center", fontsize=FS - 2)
+                ax.text(
+                    x + (j + 0.5) * cell,
+                    y + (h - 1 - i + 0.5) * cell,
+                    f"{v:g}",
+                    ha="center",
+                    va="center",
+                    fontsize=FS - 2,
+                )
             if marks is not None and marks[i, j]:
-                ax.add_patch(Rectangle((x + j * cell + 0.02, y + (h - 1 - i) * cell + 0.02),
-                                       cell - 0.04, cell - 0.04, fill=False, ec=RED, lw=2))
+                ax.add_patch(
+                    Rectangle(
+                        (x + j * cell + 0.02, y + (h - 1 - i) * cell + 0.02),
+                        cell - 0.04,
+                        cell - 0.04,
+                        fill=False,
+                        ec=RED,
+                        lw=2,
+                    )
+                )
 
 
 def diagram_deconvnet():
     fig, ax = canvas(12.2, 6.4)
-    ax.text(0.2, 6.15, "A deconvnet attached to a convnet layer (after Zeiler & Fergus 2014, "
-            "Fig. 1)", fontsize=FS + 2, weight="bold", va="center")
+    ax.text(
+        0.2,
+        6.15,
+        "A deconvnet attached to a convnet layer (after Zeiler & Fergus 2014, Fig. 1)",
+        fontsize=FS + 2,
+        weight="bold",
+        va="center",
+    )
     w, h = 2.9, 0.62
     cx, dx = 0.5, 4.6  # the convnet column (going up), the deconvnet column (going down)
     ys = [0.55, 1.75, 2.95, 4.15, 5.1]
-    conv = ["layer below: pooled maps", "convolutional filtering {F}", "rectified linear",
-            "max pooling", "pooled maps"]
-    deconv = ["reconstruction", "filtering with {F}ᵀ\n(transposed filters)",
-              "rectified linear", "max unpooling", "layer above: reconstruction"]
+    conv = [
+        "layer below: pooled maps",
+        "convolutional filtering {F}",
+        "rectified linear",
+        "max pooling",
+        "pooled maps",
+    ]
+    deconv = [
+        "reconstruction",
+        "filtering with {F}ᵀ\n(transposed filters)",
+        "rectified linear",
+        "max unpooling",
+        "layer above: reconstruction",
+    ]
     fcs = [GREY, BLUE, BLUE, BLUE, GREY]
     dfcs = [GREY, ORANGE, ORANGE, ORANGE, GREY]
     for i in range(5):
@@ -287,22 +446,42 @@ def diagram_deconvnet():
         top = ys[i] + (h if i in (1, 2, 3) else 0.5)
         arrow(ax, (cx + w / 2, top + 0.04), (cx + w / 2, ys[i + 1] - 0.04))
         arrow(ax, (dx + w / 2, ys[i + 1] - 0.04), (dx + w / 2, top + 0.04))
-    ax.text(cx + w / 2, 0.22, "convnet: forward, upwards", ha="center", fontsize=FS - 1,
-            color="#1f5f9f")
-    ax.text(dx + w / 2, 0.22, "deconvnet: backwards, downwards", ha="center", fontsize=FS - 1,
-            color="#b35900")
+    ax.text(
+        cx + w / 2, 0.22, "convnet: forward, upwards", ha="center", fontsize=FS - 1, color="#1f5f9f"
+    )
+    ax.text(
+        dx + w / 2,
+        0.22,
+        "deconvnet: backwards, downwards",
+        ha="center",
+        fontsize=FS - 1,
+        color="#b35900",
+    )
     # switches: from max pooling to max unpooling
-    arrow(ax, (cx + w + 0.05, ys[3] + h / 2), (dx - 0.05, ys[3] + h / 2),
-          "switches:\nwhere each\nmax was", color=RED, ls="--", fs=FS - 2)
-    arrow(ax, (cx + w + 0.05, ys[1] + h / 2), (dx - 0.05, ys[1] + h / 2), "same filters F",
-          color="#555555", ls=":")
+    arrow(
+        ax,
+        (cx + w + 0.05, ys[3] + h / 2),
+        (dx - 0.05, ys[3] + h / 2),
+        "switches:\nwhere each\nmax was",
+        color=RED,
+        ls="--",
+        fs=FS - 2,
+    )
+    arrow(
+        ax,
+        (cx + w + 0.05, ys[1] + h / 2),
+        (dx - 0.05, ys[1] + h / 2),
+        "same filters F",
+        color="#555555",
+        ls=":",
+    )
     # the pooling / unpooling example, with real numbers
     a = np.array([[1, 3, 0, 2], [4, 2, 1, 0], [0, 1, 5, 1], [2, 0, 3, 6]], dtype=float)
     pooled = a.reshape(2, 2, 2, 2).max(axis=(1, 3))
     switch = np.zeros_like(a, dtype=bool)
     for i in range(2):
         for j in range(2):
-            block = a[2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            block = a[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
             k = np.unravel_index(block.argmax(), block.shape)
             switch[2 * i + k[0], 2 * j + k[1]] = True
     r = np.array([[0.5, -1.0], [2.0, 0.7]])  # a signal coming down from above
@@ -314,15 +493,24 @@ def diagram_deconvnet():
     _grid(ax, ex, 3.95, a, cell, marks=switch)
     arrow(ax, (ex + 4 * cell + 0.1, 3.95 + 2 * cell), (ex + 4 * cell + 0.55, 3.95 + 2 * cell))
     _grid(ax, ex + 4 * cell + 0.65, 3.95 + cell, pooled, cell)
-    ax.text(ex, 3.75, "2×2 max pooling keeps each block's maximum;\nthe switches (red) "
-            "remember where it was", fontsize=FS - 2, va="top")
+    ax.text(
+        ex,
+        3.75,
+        "2×2 max pooling keeps each block's maximum;\nthe switches (red) remember where it was",
+        fontsize=FS - 2,
+        va="top",
+    )
     ax.text(ex, 2.75, "max unpooling puts a signal back there", fontsize=FS, weight="bold")
     _grid(ax, ex, 1.45, r, cell * 1.0)
     arrow(ax, (ex + 2 * cell + 0.1, 1.45 + cell), (ex + 2 * cell + 0.55, 1.45 + cell))
-    _grid(ax, ex + 2 * cell + 0.65, 0.85, unpooled, cell, marks=switch,
-          fc_of=lambda v: "white")
-    ax.text(ex, 0.6, "then ReLU, then the transposed filters:\nthe unit's pattern in pixel "
-            "space", fontsize=FS - 2, va="top")
+    _grid(ax, ex + 2 * cell + 0.65, 0.85, unpooled, cell, marks=switch, fc_of=lambda v: "white")
+    ax.text(
+        ex,
+        0.6,
+        "then ReLU, then the transposed filters:\nthe unit's pattern in pixel space",
+        fontsize=FS - 2,
+        va="top",
+    )
     return fig
 
 
@@ -346,8 +534,14 @@ def diagram_cam():
     name = vm.data.SHAPE_CLASSES[c]
 
     fig, ax = canvas(12.6, 5.6)
-    ax.text(0.2, 5.35, f"Class activation mapping (after Zhou et al. 2016, Fig. 2): "
-            f"shapes-gap, class '{name}'", fontsize=FS + 2, weight="bold", va="center")
+    ax.text(
+        0.2,
+        5.35,
+        f"Class activation mapping (after Zhou et al. 2016, Fig. 2): shapes-gap, class '{name}'",
+        fontsize=FS + 2,
+        weight="bold",
+        va="center",
+    )
     side = 1.5
     picture(ax, image, 0.2, 3.0, side)
     ax.text(0.2 + side / 2, 2.8, "input x", ha="center", va="top")
@@ -360,8 +554,9 @@ def diagram_cam():
     for i, k in enumerate(chosen):
         picture(ax, norm(a[0, k]), fx, 4.1 - i * 0.98, small, cmap="viridis")
         ax.text(fx + small + 0.08, 4.1 - i * 0.98 + small / 2, f"$A^{{{k}}}$", va="center")
-    ax.text(fx + 0.4, 1.95, "⋮  64 maps $A^k$\n(8×8, last conv)", ha="center", va="top",
-            fontsize=FS - 1)
+    ax.text(
+        fx + 0.4, 1.95, "⋮  64 maps $A^k$\n(8×8, last conv)", ha="center", va="top", fontsize=FS - 1
+    )
     # GAP -> vector -> weights -> score
     arrow(ax, (fx + 1.45, 3.75), (6.35, 3.75), "GAP")
     gx = 6.45
@@ -369,30 +564,53 @@ def diagram_cam():
         yy = 4.4 - i * 0.55
         ax.add_patch(Rectangle((gx, yy), 0.36, 0.4, fc=GREEN, ec=INK, lw=1.0))
         ax.text(gx + 0.18, yy + 0.2, f"$a_{{{k}}}$", ha="center", va="center", fontsize=FS - 1)
-        ax.text(gx + 0.45, yy + 0.2, f"× {weights[k]:.2f}", fontsize=FS - 1, va="center",
-                color="#b35900")
+        ax.text(
+            gx + 0.45,
+            yy + 0.2,
+            f"× {weights[k]:.2f}",
+            fontsize=FS - 1,
+            va="center",
+            color="#b35900",
+        )
         ax.plot([gx + 1.1, 8.3], [yy + 0.2, 3.75], color=INK, lw=1.0)
     ax.text(gx + 0.18, 2.65, "⋮", ha="center", fontsize=FS + 2)
-    ax.text(gx + 0.18, 2.35, "$a_k = \\mathrm{mean}_{ij} A^k_{ij}$,\nweights $w^c_k$ of "
-            "the one\nlinear layer", ha="left", fontsize=FS - 1, va="top")
+    ax.text(
+        gx + 0.18,
+        2.35,
+        "$a_k = \\mathrm{mean}_{ij} A^k_{ij}$,\nweights $w^c_k$ of the one\nlinear layer",
+        ha="left",
+        fontsize=FS - 1,
+        va="top",
+    )
     box(ax, 8.3, 3.35, 1.6, 0.8, f"$y^c = \\sum_k w^c_k a_k$\n'{name}'", fc=ORANGE, fs=FS)
     # bottom row: the map
     ax.text(0.2, 1.55, "the class activation map:", fontsize=FS, weight="bold", va="center")
     mx = 3.0
     for i, k in enumerate(chosen):
         picture(ax, norm(a[0, k]), mx + i * 1.6, 0.45, 0.8, cmap="viridis")
-        ax.text(mx + i * 1.6 - 0.1, 0.85, f"{weights[k]:+.2f} ×" if i else
-                f"{weights[k]:.2f} ×", ha="right", va="center", fontsize=FS - 1)
+        ax.text(
+            mx + i * 1.6 - 0.1,
+            0.85,
+            f"{weights[k]:+.2f} ×" if i else f"{weights[k]:.2f} ×",
+            ha="right",
+            va="center",
+            fontsize=FS - 1,
+        )
     ax.text(mx + 3 * 1.6 - 0.3, 0.85, "+ …  =", ha="center", va="center")
-    picture(ax, norm(vm.explain.cam(model, x, c, layer="features.10", upsampled=False)[0, 0]),
-            mx + 3 * 1.6 + 0.2, 0.45, 0.8, cmap=MAP_CMAP)
-    ax.text(mx + 3 * 1.6 + 0.6, 0.3, "$M_c=\\sum_k w^c_k A^k$", ha="center", va="top",
-            fontsize=FS - 1)
-    arrow(ax, (mx + 3 * 1.6 + 1.1, 0.85), (mx + 3 * 1.6 + 1.65, 0.85), "upsample",
-          fs=FS - 2)
+    picture(
+        ax,
+        norm(vm.explain.cam(model, x, c, layer="features.10", upsampled=False)[0, 0]),
+        mx + 3 * 1.6 + 0.2,
+        0.45,
+        0.8,
+        cmap=MAP_CMAP,
+    )
+    ax.text(
+        mx + 3 * 1.6 + 0.6, 0.3, "$M_c=\\sum_k w^c_k A^k$", ha="center", va="top", fontsize=FS - 1
+    )
+    arrow(ax, (mx + 3 * 1.6 + 1.1, 0.85), (mx + 3 * 1.6 + 1.65, 0.85), "upsample", fs=FS - 2)
     overlay(ax, image, norm(cam), mx + 3 * 1.6 + 1.75, 0.2, 1.3)
-    ax.text(mx + 3 * 1.6 + 2.4, 1.6, "on the input", ha="center", va="bottom",
-            fontsize=FS - 1)
+    ax.text(mx + 3 * 1.6 + 2.4, 1.6, "on the input", ha="center", va="bottom", fontsize=FS - 1)
     return fig
 
 
@@ -410,50 +628,93 @@ def diagram_vae():
         recon = torch.sigmoid(vae.decode(mu))[0, 0].numpy()
 
     fig, ax = canvas(12.0, 4.6)
-    ax.text(0.2, 4.35, "A variational autoencoder (the course's sprites-vae, a β-VAE)",
-            fontsize=FS + 2, weight="bold", va="center")
+    ax.text(
+        0.2,
+        4.35,
+        "A variational autoencoder (the course's sprites-vae, a β-VAE)",
+        fontsize=FS + 2,
+        weight="bold",
+        va="center",
+    )
     side = 1.4
     picture(ax, x[0, 0].numpy(), 0.2, 1.6, side, cmap="gray", vmin=0, vmax=1)
     ax.text(0.2 + side / 2, 1.45, "image x\n1 @ 64×64", ha="center", va="top")
-    enc = Polygon([(2.0, 1.25), (2.0, 3.35), (3.9, 2.75), (3.9, 1.85)], closed=True,
-                  fc=BLUE, ec=INK, lw=1.2)
+    enc = Polygon(
+        [(2.0, 1.25), (2.0, 3.35), (3.9, 2.75), (3.9, 1.85)], closed=True, fc=BLUE, ec=INK, lw=1.2
+    )
     ax.add_patch(enc)
-    ax.text(2.95, 2.3, "encoder\n4 conv 4×4 /2\nFC 256, 256", ha="center", va="center",
-            fontsize=FS - 1)
+    ax.text(
+        2.95, 2.3, "encoder\n4 conv 4×4 /2\nFC 256, 256", ha="center", va="center", fontsize=FS - 1
+    )
     arrow(ax, (0.2 + side + 0.07, 2.3), (1.95, 2.3))
     # posterior
     box(ax, 4.35, 2.85, 1.25, 0.55, "$\\mu \\in \\mathbb{R}^{10}$", fc=GREEN)
     box(ax, 4.35, 1.2, 1.25, 0.55, "$\\log\\sigma^2 \\in \\mathbb{R}^{10}$", fc=GREEN, fs=FS - 1)
     arrow(ax, (3.95, 2.5), (4.3, 3.05))
     arrow(ax, (3.95, 2.1), (4.3, 1.5))
-    ax.text(4.97, 2.3, "posterior\n$q_\\phi(z|x)=\\mathcal{N}(\\mu,\\sigma^2)$", ha="center",
-            va="center", fontsize=FS - 1)
+    ax.text(
+        4.97,
+        2.3,
+        "posterior\n$q_\\phi(z|x)=\\mathcal{N}(\\mu,\\sigma^2)$",
+        ha="center",
+        va="center",
+        fontsize=FS - 1,
+    )
     # sample
     box(ax, 6.15, 1.95, 1.7, 0.7, "$z = \\mu + \\sigma \\odot \\varepsilon$", fc=PURPLE)
-    ax.text(7.1, 1.85, "$\\varepsilon \\sim \\mathcal{N}(0, I)$: the sample stays\n"
-            "differentiable in $\\mu, \\sigma$", ha="center", va="top", fontsize=FS - 2)
+    ax.text(
+        7.1,
+        1.85,
+        "$\\varepsilon \\sim \\mathcal{N}(0, I)$: the sample stays\n"
+        "differentiable in $\\mu, \\sigma$",
+        ha="center",
+        va="top",
+        fontsize=FS - 2,
+    )
     arrow(ax, (5.65, 3.1), (6.3, 2.7))
     arrow(ax, (5.65, 1.5), (6.1, 2.05))
-    dec = Polygon([(8.3, 1.85), (8.3, 2.75), (10.2, 3.35), (10.2, 1.25)], closed=True,
-                  fc=ORANGE, ec=INK, lw=1.2)
+    dec = Polygon(
+        [(8.3, 1.85), (8.3, 2.75), (10.2, 3.35), (10.2, 1.25)],
+        closed=True,
+        fc=ORANGE,
+        ec=INK,
+        lw=1.2,
+    )
     ax.add_patch(dec)
-    ax.text(9.3, 2.3, "decoder\n$p_\\theta(x|z)$\nFC, 4 deconv", ha="center", va="center",
-            fontsize=FS - 1)
+    ax.text(
+        9.3,
+        2.3,
+        "decoder\n$p_\\theta(x|z)$\nFC, 4 deconv",
+        ha="center",
+        va="center",
+        fontsize=FS - 1,
+    )
     arrow(ax, (7.9, 2.3), (8.25, 2.3))
     picture(ax, recon, 10.45, 1.6, side, cmap="gray", vmin=0, vmax=1)
-    ax.text(10.45 + side / 2, 1.45, "reconstruction\n(Bernoulli means)", ha="center",
-            va="top")
+    ax.text(10.45 + side / 2, 1.45, "reconstruction\n(Bernoulli means)", ha="center", va="top")
     arrow(ax, (10.25, 2.3), (10.4, 2.3))
     # the ELBO
-    ax.text(6.0, 0.55, "trained by maximising the ELBO:   "
-            "$\\mathbb{E}_{q_\\phi(z|x)}[\\log p_\\theta(x|z)]\\;-\\;\\beta\\,"
-            "\\sum_i \\mathrm{KL}\\left(q_\\phi(z_i|x)\\,\\|\\,\\mathcal{N}(0,1)\\right)$",
-            ha="center", va="center", fontsize=FS)
-    ax.text(6.0, 0.15, "reconstruct well  −  keep each latent factor's posterior close to the "
-            "prior; $\\mathrm{KL}_i = \\frac{1}{2}(\\mu_i^2 + \\sigma_i^2 - \\log\\sigma_i^2 - 1)$",
-            ha="center", va="center", fontsize=FS - 1, color="#555555")
-    ax.text(4.97, 3.7, "the factor distribution", ha="center", fontsize=FS - 1,
-            color="#2e7d32")
+    ax.text(
+        6.0,
+        0.55,
+        "trained by maximising the ELBO:   "
+        "$\\mathbb{E}_{q_\\phi(z|x)}[\\log p_\\theta(x|z)]\\;-\\;\\beta\\,"
+        "\\sum_i \\mathrm{KL}\\left(q_\\phi(z_i|x)\\,\\|\\,\\mathcal{N}(0,1)\\right)$",
+        ha="center",
+        va="center",
+        fontsize=FS,
+    )
+    ax.text(
+        6.0,
+        0.15,
+        "reconstruct well  −  keep each latent factor's posterior close to the "
+        "prior; $\\mathrm{KL}_i = \\frac{1}{2}(\\mu_i^2 + \\sigma_i^2 - \\log\\sigma_i^2 - 1)$",
+        ha="center",
+        va="center",
+        fontsize=FS - 1,
+        color="#555555",
+    )
+    ax.text(4.97, 3.7, "the factor distribution", ha="center", fontsize=FS - 1, color="#2e7d32")
     return fig
 
 
@@ -467,7 +728,7 @@ def diagram_factor_map():
     vae = vm.models.load_pretrained("sprites-vae")
     with torch.no_grad():
         mu, logvar = vae(sprites.images)
-    kl = 0.5 * (mu ** 2 + logvar.exp() - logvar - 1)
+    kl = 0.5 * (mu**2 + logvar.exp() - logvar - 1)
     x = sprites.images[:1]
     i = int(kl[0].argmax())  # the factor this image loads most on
     layer = "encoder.3"
@@ -485,8 +746,14 @@ def diagram_factor_map():
     image = x[0, 0].numpy()
 
     fig, ax = canvas(12.4, 5.8)
-    ax.text(0.2, 5.55, f"Factor activation maps: where the image sets latent factor $z_{{{i}}}$ "
-            f"(no label used)", fontsize=FS + 2, weight="bold", va="center")
+    ax.text(
+        0.2,
+        5.55,
+        f"Factor activation maps: where the image sets latent factor $z_{{{i}}}$ (no label used)",
+        fontsize=FS + 2,
+        weight="bold",
+        va="center",
+    )
     side = 1.35
     picture(ax, image, 0.2, 3.2, side, cmap="gray", vmin=0, vmax=1)
     ax.text(0.2 + side / 2, 3.05, "image x", ha="center", va="top")
@@ -496,56 +763,122 @@ def diagram_factor_map():
     ax_x = 3.7
     for j, k in enumerate(chosen):
         picture(ax, norm(a[k]), ax_x + j * 0.95, 3.5, 0.8, cmap="viridis")
-        ax.text(ax_x + j * 0.95 + 0.4, 4.38, f"$A^{{{k}}}$", ha="center", va="bottom",
-                fontsize=FS - 1)
-    ax.text(ax_x + 0.85, 3.35, "layer A = encoder.3\n32 @ 16×16", ha="center", va="top",
-            fontsize=FS - 1)
+        ax.text(
+            ax_x + j * 0.95 + 0.4, 4.38, f"$A^{{{k}}}$", ha="center", va="bottom", fontsize=FS - 1
+        )
+    ax.text(
+        ax_x + 0.85, 3.35, "layer A = encoder.3\n32 @ 16×16", ha="center", va="top", fontsize=FS - 1
+    )
     arrow(ax, (3.3, 3.9), (3.65, 3.9))
     box(ax, 6.0, 3.55, 1.45, 0.7, "rest of the\nencoder", fc=BLUE, fs=FS - 1)
     arrow(ax, (ax_x + 1.8, 3.9), (5.95, 3.9))
-    box(ax, 7.9, 3.55, 1.75, 0.7, f"$\\mu_{{{i}}},\\ \\log\\sigma^2_{{{i}}}$\n"
-        f"$q(z_{{{i}}}|x)$", fc=GREEN, fs=FS - 1)
+    box(
+        ax,
+        7.9,
+        3.55,
+        1.75,
+        0.7,
+        f"$\\mu_{{{i}}},\\ \\log\\sigma^2_{{{i}}}$\n$q(z_{{{i}}}|x)$",
+        fc=GREEN,
+        fs=FS - 1,
+    )
     arrow(ax, (7.5, 3.9), (7.85, 3.9))
-    box(ax, 10.05, 3.45, 2.15, 0.9, f"score $s = \\mathrm{{KL}}_{{{i}}}$\n"
-        f"$= {float(kl[0, i]):.2f}$ nats", fc=ORANGE, fs=FS - 1)
+    box(
+        ax,
+        10.05,
+        3.45,
+        2.15,
+        0.9,
+        f"score $s = \\mathrm{{KL}}_{{{i}}}$\n$= {float(kl[0, i]):.2f}$ nats",
+        fc=ORANGE,
+        fs=FS - 1,
+    )
     arrow(ax, (9.7, 3.9), (10.0, 3.9))
-    ax.text(11.12, 4.5, "a set of factors: $s=\\sum_{i\\in S}\\mathrm{KL}_i$,\ntheir joint map",
-            ha="center", va="bottom", fontsize=FS - 2, color="#555555")
+    ax.text(
+        11.12,
+        4.5,
+        "a set of factors: $s=\\sum_{i\\in S}\\mathrm{KL}_i$,\ntheir joint map",
+        ha="center",
+        va="bottom",
+        fontsize=FS - 2,
+        color="#555555",
+    )
     # the gradient comes back to A
-    ax.add_patch(FancyArrowPatch((11.1, 3.4), (1.25, 1.75), arrowstyle="-|>",
-                                 mutation_scale=14, color=RED, lw=1.5, ls="--",
-                                 connectionstyle="arc3,rad=-0.08"))
-    ax.text(9.55, 2.95, "backpropagate the score to layer A: $\\partial s / \\partial A$",
-            color=RED, fontsize=FS - 1, ha="right", va="bottom")
+    ax.add_patch(
+        FancyArrowPatch(
+            (11.1, 3.4),
+            (1.25, 1.75),
+            arrowstyle="-|>",
+            mutation_scale=14,
+            color=RED,
+            lw=1.5,
+            ls="--",
+            connectionstyle="arc3,rad=-0.08",
+        )
+    )
+    ax.text(
+        9.55,
+        2.95,
+        "backpropagate the score to layer A: $\\partial s / \\partial A$",
+        color=RED,
+        fontsize=FS - 1,
+        ha="right",
+        va="bottom",
+    )
     # bottom row: gradients, products, sum, upsample, overlay
     gx = 0.3
     y0 = 0.55
     glim = float(g[chosen].abs().max()) or 1.0
     for j, k in enumerate(chosen):
         picture(ax, g[k].numpy(), gx + j * 0.95, y0, 0.8, cmap="RdBu_r", vmin=-glim, vmax=glim)
-        ax.text(gx + j * 0.95 + 0.4, y0 + 0.85, f"$\\partial s/\\partial A^{{{k}}}$",
-                ha="center", va="bottom", fontsize=FS - 2)
+        ax.text(
+            gx + j * 0.95 + 0.4,
+            y0 + 0.85,
+            f"$\\partial s/\\partial A^{{{k}}}$",
+            ha="center",
+            va="bottom",
+            fontsize=FS - 2,
+        )
     arrow(ax, (gx + 1.85, y0 + 0.4), (gx + 2.4, y0 + 0.4))
     px = gx + 2.5
     for j, k in enumerate(chosen):
         picture(ax, norm(g[k].clamp(min=0) * a[k]), px + j * 0.95, y0, 0.8, cmap="viridis")
-        ax.text(px + j * 0.95 + 0.4, y0 + 0.85, f"ReLU(·)⊙$A^{{{k}}}$", ha="center",
-                va="bottom", fontsize=FS - 2)
-    ax.text(px + 0.9, y0 - 0.12, "element-wise, per channel", ha="center", va="top",
-            fontsize=FS - 2)
+        ax.text(
+            px + j * 0.95 + 0.4,
+            y0 + 0.85,
+            f"ReLU(·)⊙$A^{{{k}}}$",
+            ha="center",
+            va="bottom",
+            fontsize=FS - 2,
+        )
+    ax.text(
+        px + 0.9, y0 - 0.12, "element-wise, per channel", ha="center", va="top", fontsize=FS - 2
+    )
     arrow(ax, (px + 1.85, y0 + 0.4), (px + 2.55, y0 + 0.4), "sum over k", fs=FS - 2)
     sx = px + 2.65
     picture(ax, norm(small_map), sx, y0, 0.8, cmap=MAP_CMAP)
     ax.text(sx + 0.4, y0 - 0.12, "16×16", ha="center", va="top", fontsize=FS - 2)
     arrow(ax, (sx + 0.9, y0 + 0.4), (sx + 1.6, y0 + 0.4), "upsample", fs=FS - 2)
     overlay(ax, image, norm(fmap), sx + 1.7, y0 - 0.3, 1.35)
-    ax.text(sx + 1.7 + 0.67, y0 + 1.12, f"map of $z_{{{i}}}$ on x", ha="center",
-            va="bottom", fontsize=FS - 1)
-    ax.text(10.55, 0.95, "$M = \\mathrm{ReLU}\\left(\\sum_k \\mathrm{ReLU}\\left("
-            "\\frac{\\partial s}{\\partial A^k}\\right) \\odot A^k\\right)$\n"
-            "upsampled to the input.\nGrad-CAM would first average\n"
-            "$\\partial s/\\partial A^k$ over each channel.", ha="center", va="center",
-            fontsize=FS - 1)
+    ax.text(
+        sx + 1.7 + 0.67,
+        y0 + 1.12,
+        f"map of $z_{{{i}}}$ on x",
+        ha="center",
+        va="bottom",
+        fontsize=FS - 1,
+    )
+    ax.text(
+        10.55,
+        0.95,
+        "$M = \\mathrm{ReLU}\\left(\\sum_k \\mathrm{ReLU}\\left("
+        "\\frac{\\partial s}{\\partial A^k}\\right) \\odot A^k\\right)$\n"
+        "upsampled to the input.\nGrad-CAM would first average\n"
+        "$\\partial s/\\partial A^k$ over each channel.",
+        ha="center",
+        va="center",
+        fontsize=FS - 1,
+    )
     return fig
 
 
@@ -558,8 +891,9 @@ DIAGRAMS: dict[str, Callable] = {
 }
 
 
-def make_diagrams(out: Path = OUT, png: Path | None = None,
-                  only: list[str] | None = None) -> list[Path]:
+def make_diagrams(
+    out: Path = OUT, png: Path | None = None, only: list[str] | None = None
+) -> list[Path]:
     """Draw the diagrams into ``out`` (SVG; and PNG previews into ``png``). Returns the SVGs."""
     unknown = sorted(set(only or []) - set(DIAGRAMS))
     if unknown:

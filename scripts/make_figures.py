@@ -39,12 +39,15 @@ def data_and_first_map(path: Path) -> None:
         axes[1, k].imshow(pairs.images[k].permute(1, 2, 0))
         axes[1, k].set_title(" + ".join(pairs.class_names[k]), fontsize=9)
         axes[1, 3 + k].imshow(sprites.images[k, 0], cmap="gray")
-        axes[1, 3 + k].set_title("sprite " + vm.data.SPRITE_SHAPES[int(sprites.factors[k, 0])],
-                                 fontsize=9)
+        axes[1, 3 + k].set_title(
+            "sprite " + vm.data.SPRITE_SHAPES[int(sprites.factors[k, 0])], fontsize=9
+        )
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle("vismap data with ground truth (masks outlined) and a first map: the vanilla "
-                 "gradient of shapes-gap")
+    fig.suptitle(
+        "vismap data with ground truth (masks outlined) and a first map: the vanilla "
+        "gradient of shapes-gap"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

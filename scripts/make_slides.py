@@ -53,16 +53,43 @@ ASSETS = "talk_files"  # folder next to the HTML files that holds reveal.js and 
 SOURCES: dict[str, tuple[str, list[str], str, str, str, int]] = {
     "sphinx_revealjs": (
         "_static/revealjs",
-        ["LICENSE", "dist/reveal.js", "dist/reveal.css", "dist/reset.css",
-         "dist/theme/white.css", "dist/theme/fonts/source-sans-pro", "plugin/notes/notes.js"],
-        "reveal.js", "dist/reveal.js", r"reveal\.js (\d+)\.(\d+)\.(\d+)", 4),
+        [
+            "LICENSE",
+            "dist/reveal.js",
+            "dist/reveal.css",
+            "dist/reset.css",
+            "dist/theme/white.css",
+            "dist/theme/fonts/source-sans-pro",
+            "plugin/notes/notes.js",
+        ],
+        "reveal.js",
+        "dist/reveal.js",
+        r"reveal\.js (\d+)\.(\d+)\.(\d+)",
+        4,
+    ),
     "jupyter_server_mathjax": (
         "static",
-        ["LICENSE", "MathJax.js", "config", "extensions", "localization/en", "jax/input/TeX",
-         "jax/element", "jax/output/HTML-CSS", "fonts/HTML-CSS/STIX-Web/woff"],
-        "mathjax", "MathJax.js", r'MathJax\.version="(\d+)\.(\d+)\.(\d+)"', 2),
+        [
+            "LICENSE",
+            "MathJax.js",
+            "config",
+            "extensions",
+            "localization/en",
+            "jax/input/TeX",
+            "jax/element",
+            "jax/output/HTML-CSS",
+            "fonts/HTML-CSS/STIX-Web/woff",
+        ],
+        "mathjax",
+        "MathJax.js",
+        r'MathJax\.version="(\d+)\.(\d+)\.(\d+)"',
+        2,
+    ),
 }
-PIP_NAMES = {"sphinx_revealjs": "sphinx-revealjs", "jupyter_server_mathjax": "jupyter-server-mathjax"}
+PIP_NAMES = {
+    "sphinx_revealjs": "sphinx-revealjs",
+    "jupyter_server_mathjax": "jupyter-server-mathjax",
+}
 
 # Where a page looks for each library, relative to the HTML file.
 REVEAL = f"{ASSETS}/reveal.js"
@@ -124,7 +151,9 @@ Reveal.initialize({
 });
 // MathJax typesets while most slides are hidden; typeset the current one again when shown
 Reveal.on("slidechanged", function () {
-  if (window.MathJax && MathJax.Hub) { MathJax.Hub.Queue(["Rerender", MathJax.Hub, Reveal.getCurrentSlide()]); }
+  if (window.MathJax && MathJax.Hub) {
+    MathJax.Hub.Queue(["Rerender", MathJax.Hub, Reveal.getCurrentSlide()]);
+  }
 });
 // a slide taller than the window scrolls instead of being cut off
 Reveal.on("slidechanged", function () {
@@ -162,18 +191,24 @@ def package_folder(module: str) -> Path:
         raise VendorError(
             f"the slides load their libraries from the Python package {PIP_NAMES[module]}, which "
             f"is not installed; install the course's dev dependencies: "
-            f"{sys.executable} -m pip install -e '.[dev]'")
+            f"{sys.executable} -m pip install -e '.[dev]'"
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / inside
     found = folder / version_file
-    match = re.search(pattern, found.read_text(errors="replace")[:200_000]) if found.is_file() \
-        else None
+    match = (
+        re.search(pattern, found.read_text(errors="replace")[:200_000]) if found.is_file() else None
+    )
     if match is None:
-        raise VendorError(f"{PIP_NAMES[module]} has no {inside}/{version_file} with a version "
-                          f"in it; reinstall it ({sys.executable} -m pip install --force-reinstall "
-                          f"{PIP_NAMES[module]})")
+        raise VendorError(
+            f"{PIP_NAMES[module]} has no {inside}/{version_file} with a version "
+            f"in it; reinstall it ({sys.executable} -m pip install --force-reinstall "
+            f"{PIP_NAMES[module]})"
+        )
     if int(match.group(1)) < oldest:
-        raise VendorError(f"{PIP_NAMES[module]} ships version {'.'.join(match.groups())} of its "
-                          f"library; the slides need {oldest}.x or newer: upgrade the package")
+        raise VendorError(
+            f"{PIP_NAMES[module]} ships version {'.'.join(match.groups())} of its "
+            f"library; the slides need {oldest}.x or newer: upgrade the package"
+        )
     return folder
 
 
@@ -195,8 +230,10 @@ def vendor(assets: Path) -> None:
         for path in paths:
             source, dest = folders[module] / path, assets / target / path
             if not source.exists():
-                raise VendorError(f"{PIP_NAMES[module]} has no {source.relative_to(folders[module])}"
-                                  f"; reinstall it")
+                raise VendorError(
+                    f"{PIP_NAMES[module]} has no {source.relative_to(folders[module])}"
+                    f"; reinstall it"
+                )
             dest.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
                 shutil.copytree(source, dest)
@@ -218,8 +255,9 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
         nbformat.write(nb, Path(tmp) / "talk.ipynb")
         executed = nbformat.read(Path(tmp) / "talk.ipynb", as_version=4)
         kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
-        NotebookClient(executed, timeout=timeout, kernel_name=kernel,
-                       resources={"metadata": {"path": tmp}}).execute()
+        NotebookClient(
+            executed, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": tmp}}
+        ).execute()
     return executed
 
 
@@ -247,7 +285,8 @@ def export(nb: nbformat.NotebookNode, name: str = "talk") -> str:
     nb.metadata.pop("widgets", None)  # widget state would pull the widget manager from a CDN
     exporter = SlidesExporter(config=config, raw_template=TEMPLATE)
     html, _ = exporter.from_notebook_node(
-        nb, resources={"metadata": {"name": name}, "vismap_mathjax": MATHJAX})
+        nb, resources={"metadata": {"name": name}, "vismap_mathjax": MATHJAX}
+    )
     return html
 
 
@@ -302,10 +341,19 @@ def build(out: Path = BUILD, notebooks: list[Path] | None = None, run: bool = Tr
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BUILD, help="output folder (default build/)")
-    parser.add_argument("--notebook", type=Path, action="append", default=None,
-                        help="a deck to build (repeatable; default: talk.ipynb and talk_zh.ipynb)")
-    parser.add_argument("--no-execute", dest="run", action="store_false",
-                        help="export the notebooks as they are (no figures unless they have outputs)")
+    parser.add_argument(
+        "--notebook",
+        type=Path,
+        action="append",
+        default=None,
+        help="a deck to build (repeatable; default: talk.ipynb and talk_zh.ipynb)",
+    )
+    parser.add_argument(
+        "--no-execute",
+        dest="run",
+        action="store_false",
+        help="export the notebooks as they are (no figures unless they have outputs)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -314,14 +362,18 @@ def main(argv: list[str] | None = None) -> None:
             begun = time.perf_counter()
             (path,) = build(args.out, [notebook], args.run)
             html = path.read_text(encoding="utf-8")
-            print(f"{path} ({len(html) / 1e6:.1f} MB, {count_slides(html)} slides) in "
-                  f"{time.perf_counter() - begun:.0f} s")
+            print(
+                f"{path} ({len(html) / 1e6:.1f} MB, {count_slides(html)} slides) in "
+                f"{time.perf_counter() - begun:.0f} s"
+            )
     except VendorError as err:
         sys.exit(f"make_slides: {err}")
-    print(f"reveal.js {versions['reveal.js']} and MathJax {versions['mathjax']} copied to "
-          f"{args.out / ASSETS}/ from their Python packages; {time.perf_counter() - start:.0f} s "
-          f"in all. The decks open offline: open an HTML file in a browser (keep {ASSETS}/ beside "
-          f"it); press s for the speaker notes.")
+    print(
+        f"reveal.js {versions['reveal.js']} and MathJax {versions['mathjax']} copied to "
+        f"{args.out / ASSETS}/ from their Python packages; {time.perf_counter() - start:.0f} s "
+        f"in all. The decks open offline: open an HTML file in a browser (keep {ASSETS}/ beside "
+        f"it); press s for the speaker notes."
+    )
 
 
 if __name__ == "__main__":

@@ -106,10 +106,7 @@ def _fingerprint(model: nn.Module) -> tuple:
         )
         for name, p in model.named_parameters()
     )
-    buffers = tuple(
-        (name, b.dtype, float(b.detach().sum()))
-        for name, b in model.named_buffers()
-    )
+    buffers = tuple((name, b.dtype, float(b.detach().sum())) for name, b in model.named_buffers())
     return modules, params, buffers
 
 
@@ -219,13 +216,24 @@ def pretrained() -> Callable[[str], nn.Module]:
     return copy_of
 
 
-LAYERS = {"shapes-cnn": "features.9", "shapes-gap": "features.10",
-          "shapes-allconv": "features.12", "resnet18": "layer4", "vgg11": "features.18"}
+LAYERS = {
+    "shapes-cnn": "features.9",
+    "shapes-gap": "features.10",
+    "shapes-allconv": "features.12",
+    "resnet18": "layer4",
+    "vgg11": "features.18",
+}
 
 
-@pytest.fixture(params=["shapes-cnn", "shapes-gap", "shapes-allconv",
-                        pytest.param("resnet18", marks=pytest.mark.slow),
-                        pytest.param("vgg11", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=[
+        "shapes-cnn",
+        "shapes-gap",
+        "shapes-allconv",
+        pytest.param("resnet18", marks=pytest.mark.slow),
+        pytest.param("vgg11", marks=pytest.mark.slow),
+    ]
+)
 def reference_case(request, pretrained):
     """``(name, model, layer, x, target, rel)``, one per model, for the comparisons with captum
     and pytorch-grad-cam. The course's models on Shapes images run in float64 (a copy): the
@@ -255,4 +263,3 @@ def out_of_place(model: nn.Module) -> nn.Module:
         if isinstance(m, nn.ReLU):
             m.inplace = False
     return reference
-

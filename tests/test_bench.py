@@ -17,24 +17,50 @@ pytest.importorskip("torchvision")
 import vismap as vm  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
-    "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py")
+    "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+)
 bench = importlib.util.module_from_spec(_spec)
 sys.modules["bench"] = bench  # its dataclasses look their module up while it loads
 _spec.loader.exec_module(bench)
 
 # the rows of each setting, in registry order: CAM only on the GAP network (ResNet-18), no
 # factor maps (they explain a VAE)
-COMMON = ["saliency", "deconvnet", "guided_backprop", "gradient_x_input", "smoothgrad",
-          "integrated_gradients", "occlusion", "occlusion (captum batched)"]
-LAYERED = ["gradcam", "gradcam, upsampled", "gradcam_pp, upsampled", "scorecam, upsampled",
-           "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled",
-           "guided_gradcam"]
+COMMON = [
+    "saliency",
+    "deconvnet",
+    "guided_backprop",
+    "gradient_x_input",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+    "occlusion (captum batched)",
+]
+LAYERED = [
+    "gradcam",
+    "gradcam, upsampled",
+    "gradcam_pp, upsampled",
+    "scorecam, upsampled",
+    "scorecam, upsampled (pytorch-grad-cam batch 64)",
+    "layercam, upsampled",
+    "guided_gradcam",
+]
 ROWS = {"shapes-cnn": COMMON + LAYERED, "resnet18 (random weights)": COMMON + ["cam"] + LAYERED}
 # the methods pytorch-grad-cam has, and those captum lacks
-PGC = {"guided_backprop", "gradcam, upsampled", "gradcam_pp, upsampled", "scorecam, upsampled",
-       "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled"}
-NO_CAPTUM = {"cam", "gradcam_pp, upsampled", "scorecam, upsampled",
-             "scorecam, upsampled (pytorch-grad-cam batch 64)", "layercam, upsampled"}
+PGC = {
+    "guided_backprop",
+    "gradcam, upsampled",
+    "gradcam_pp, upsampled",
+    "scorecam, upsampled",
+    "scorecam, upsampled (pytorch-grad-cam batch 64)",
+    "layercam, upsampled",
+}
+NO_CAPTUM = {
+    "cam",
+    "gradcam_pp, upsampled",
+    "scorecam, upsampled",
+    "scorecam, upsampled (pytorch-grad-cam batch 64)",
+    "layercam, upsampled",
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +99,12 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
             assert len(cells) == 10 and cells[-1], cells
             bound, layout = cells[1].rstrip(")").split(" (")
             assert bound in bench.LIMITS and layout in ("NCHW", "channels-last"), cells
-            has = {"limit": True, "vismap": True, "captum": method not in NO_CAPTUM,
-                   "pgc": method in PGC}
+            has = {
+                "limit": True,
+                "vismap": True,
+                "captum": method not in NO_CAPTUM,
+                "pgc": method in PGC,
+            }
             numbers = dict(zip(["limit", "vismap", "captum", "pgc"], cells[2:6], strict=True))
             ratios = dict(zip(["limit", "captum", "pgc"], cells[6:9], strict=True))
             for who, cell in numbers.items():
@@ -103,7 +133,7 @@ def test_time_together_interleaves_and_takes_medians():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     seconds = bench.time_together(fns, repeats=3, warmup=1)
-    assert calls == list("abc" "abc" "bca" "cab")
+    assert calls == list("abcabcbcacab")
     assert set(seconds) == set("abc") and all(s >= 0 for s in seconds.values())
 
 
@@ -111,16 +141,23 @@ def test_row_ratios():
     row = bench.Row("gradcam", "", "F+dA", {"limit": 1.0, "vismap": 1.5, "captum": 3.0})
     assert row.ratio("limit") == 1.5 and row.ratio("captum") == 0.5
     assert row.ratio("pytorch-grad-cam") is None
-    lines = bench.targets([row, bench.Row("guided_backprop", "", "F+dx",
-                                          {"limit": 2.0, "vismap": 2.0}),
-                           bench.Row("occlusion", "", "P x F",
-                                     {"limit": 1.0, "vismap": 1.0, "captum": 4.0})],
-                          "shapes-cnn")
+    lines = bench.targets(
+        [
+            row,
+            bench.Row("guided_backprop", "", "F+dx", {"limit": 2.0, "vismap": 2.0}),
+            bench.Row("occlusion", "", "P x F", {"limit": 1.0, "vismap": 1.0, "captum": 4.0}),
+        ],
+        "shapes-cnn",
+    )
     assert "1.50x" in lines[0] and "MISSED" in lines[0]  # Grad-CAM vs its limit
     assert "0.50x" in lines[1] and lines[1].endswith("met")  # Grad-CAM <= 0.7x captum
     assert lines[2].endswith("met") and "occlusion <= 1.1x its limit" in lines[3]
     assert lines[4].startswith("- occlusion >= 2x faster than captum") and lines[4].endswith("met")
     assert len(lines) == 5  # no rows, no targets
-    assert not any("faster than captum" in line
-                   for line in bench.targets([bench.Row("occlusion", "", "P x F", {
-                       "limit": 1.0, "vismap": 1.0, "captum": 4.0})], "resnet18"))
+    assert not any(
+        "faster than captum" in line
+        for line in bench.targets(
+            [bench.Row("occlusion", "", "P x F", {"limit": 1.0, "vismap": 1.0, "captum": 4.0})],
+            "resnet18",
+        )
+    )

@@ -20,13 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+from scripts import make_book, make_diagrams, nbsave
 
-import make_book  # noqa: E402
-import make_diagrams  # noqa: E402
-import nbsave  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*.ipynb"))
 
@@ -40,8 +36,10 @@ def test_toc_lists_every_notebook():
     toc = make_book.read_toc()
     listed = set(toc.notebooks()) | set(toc.not_chapters)
     missing = [nb for nb in NOTEBOOKS if nb not in listed]
-    assert not missing, (f"{missing} are in notebooks/ but not in book/toc.yml: add them as a "
-                         f"chapter, or under not_chapters with the reason")
+    assert not missing, (
+        f"{missing} are in notebooks/ but not in book/toc.yml: add them as a "
+        f"chapter, or under not_chapters with the reason"
+    )
 
 
 def test_toc_pages_are_files_of_the_repository():
@@ -99,8 +97,7 @@ def test_config_serves_mathjax_locally(conf):
     assert "://" not in path and not path.startswith("//"), path
     static = [Path(p) for p in conf["html_static_path"]]
     script, _, query = path.partition("?")
-    assert any((folder / script).is_file() for folder in static), (
-        f"{script} is in none of {static}")
+    assert any((folder / script).is_file() for folder in static), f"{script} is in none of {static}"
     config_file = query.removeprefix("config=") + ".js"
     assert any((folder / "config" / config_file).is_file() for folder in static)
     fonts = conf["mathjax2_config"]["HTML-CSS"]
@@ -109,8 +106,14 @@ def test_config_serves_mathjax_locally(conf):
 
 
 def test_config_names_no_address_off_the_machine(conf):
-    text = json.dumps({k: v for k, v in conf.items() if k.startswith(("html_", "nb_", "myst_"))
-                       and isinstance(v, (str, list, dict, bool, int, type(None)))})
+    text = json.dumps(
+        {
+            k: v
+            for k, v in conf.items()
+            if k.startswith(("html_", "nb_", "myst_"))
+            and isinstance(v, (str, list, dict, bool, int, type(None)))
+        }
+    )
     assert "http://" not in text and "https://" not in text
 
 
@@ -120,10 +123,15 @@ def test_config_names_no_address_off_the_machine(conf):
 
 
 def _notebook(*sources: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A test")] + [
-        nbformat.v4.new_code_cell(s) for s in sources])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# A test")]
+        + [nbformat.v4.new_code_cell(s) for s in sources]
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
@@ -140,19 +148,42 @@ def test_key_follows_the_cells_not_the_outputs():
 def _run_nbval(tmp_path: Path, nb: nbformat.NotebookNode, name: str) -> subprocess.Popen:
     nbformat.write(nb, tmp_path / name)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"),
-               VISMAP_EXECUTED_DIR=str(tmp_path / "executed"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+        VISMAP_EXECUTED_DIR=str(tmp_path / "executed"),
+    )
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "light_imports", "-p", "nbsave",
-         "-p", "no:cacheprovider",
-         "--nbval-lax", "--nbval-current-env", "-c", str(tmp_path / "pytest.ini"), name],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "light_imports",
+            "-p",
+            "scripts.nbsave",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            name,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_nbval_plugin_keeps_the_outputs_of_a_passing_notebook(tmp_path):
-    nb = _notebook("x = 6 * 7\nprint('x is', x)", "x", "from IPython.display import HTML\n"
-                   "HTML('<b>bold</b>')")
+    nb = _notebook(
+        "x = 6 * 7\nprint('x is', x)", "x", "from IPython.display import HTML\nHTML('<b>bold</b>')"
+    )
     done = _run_nbval(tmp_path, nb, "ok.ipynb")
     assert done.returncode == 0, done.stdout + done.stderr
     executed = nbformat.read(tmp_path / "executed" / "ok.ipynb", as_version=4)
@@ -179,8 +210,7 @@ def test_book_reuses_an_executed_copy_whose_key_matches(tmp_path, monkeypatch):
     nbformat.write(nb, source)
     monkeypatch.setenv("VISMAP_EXECUTED_DIR", str(tmp_path / "executed"))
     executed = nbformat.from_dict(json.loads(json.dumps(nb)))
-    nbsave.stamp(executed, nbsave.source_key(nb, nbsave.dependencies_key(ROOT), ROOT), "nbval",
-                 1.0)
+    nbsave.stamp(executed, nbsave.source_key(nb, nbsave.dependencies_key(ROOT), ROOT), "nbval", 1.0)
     nbsave.write_executed(executed, tmp_path / "executed" / "nb.ipynb")
     calls = []
     monkeypatch.setattr(make_book, "_execute", lambda *a: calls.append(a) or (a[0], 0.0))
@@ -200,8 +230,12 @@ def test_book_reuses_an_executed_copy_whose_key_matches(tmp_path, monkeypatch):
 def test_widgets_become_a_note_and_solutions_are_folded(tmp_path):
     nb = _notebook("w = make_widget()\nw", "answer = 42  ### BEGIN SOLUTION")
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
-    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
-        make_book.WIDGET_MIME: {"model_id": "abc"}, "text/plain": "VBox(...)"})]
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={make_book.WIDGET_MIME: {"model_id": "abc"}, "text/plain": "VBox(...)"},
+        )
+    ]
     nb.cells[2].source = "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION"
     nb.cells[2].metadata["nbgrader"] = {"solution": True, "grade": False}
     nbformat.write(nb, tmp_path / "x.ipynb")
@@ -214,8 +248,10 @@ def test_widgets_become_a_note_and_solutions_are_folded(tmp_path):
 
 
 def test_links_to_the_talk_go_to_the_slides():
-    text = "[the talk](notebooks/talk.ipynb), [中文](notebooks/talk_zh.ipynb), " \
-           "[CAM](notebooks/05_cam.ipynb), [later](notebooks/99_later.ipynb), ![f](docs/f.png)"
+    text = (
+        "[the talk](notebooks/talk.ipynb), [中文](notebooks/talk_zh.ipynb), "
+        "[CAM](notebooks/05_cam.ipynb), [later](notebooks/99_later.ipynb), ![f](docs/f.png)"
+    )
     out = make_book.link_slides(text, "index.md", {"notebooks/05_cam.ipynb"})
     assert '<a href="../talk.slides.html">the talk</a>' in out
     assert '<a href="../talk_zh.slides.html">中文</a>' in out
@@ -244,7 +280,8 @@ def test_every_diagram_is_committed():
     committed = {p.stem for p in (ROOT / "docs" / "figures").glob("diagram_*.svg")}
     assert committed == set(make_diagrams.DIAGRAMS), (
         "docs/figures/diagram_*.svg and scripts/make_diagrams.py disagree: run "
-        "python scripts/make_diagrams.py")
+        "python scripts/make_diagrams.py"
+    )
 
 
 @pytest.mark.slow
@@ -257,7 +294,8 @@ def test_diagrams_script_draws_its_files(tmp_path):
         text = path.read_text()
         assert "<image" in text or "deconvnet" in path.name  # computed pictures embedded
         assert "http://" not in text.replace("http://www.w3.org/", "").replace(
-            "http://purl.org/dc/", "").replace("http://creativecommons.org/", "")
+            "http://purl.org/dc/", ""
+        ).replace("http://creativecommons.org/", "")
 
 
 def test_diagrams_are_deterministic(tmp_path):

@@ -17,8 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-         *sorted((ROOT / "book").rglob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "book").rglob("*.md")),
+]
 
 # How development history reads when it leaks into course text.
 HISTORY = re.compile(
@@ -35,8 +38,11 @@ HISTORY = re.compile(
 
 def _texts() -> list[tuple[str, str]]:
     """``(where, text)`` for every piece of course text."""
-    texts = [(page.relative_to(ROOT).as_posix(), page.read_text(encoding="utf-8"))
-             for page in PAGES if page.exists()]
+    texts = [
+        (page.relative_to(ROOT).as_posix(), page.read_text(encoding="utf-8"))
+        for page in PAGES
+        if page.exists()
+    ]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         texts += [(f"{path.name} cell {i}", cell.source) for i, cell in enumerate(nb.cells)]
@@ -44,23 +50,38 @@ def _texts() -> list[tuple[str, str]]:
 
 
 def test_no_course_text_names_issues_or_history():
-    found = [f"{where}: {m.group(0)!r} in {text[max(0, m.start() - 40):m.end() + 40]!r}"
-             for where, text in _texts() for m in HISTORY.finditer(text)]
+    found = [
+        f"{where}: {m.group(0)!r} in {text[max(0, m.start() - 40) : m.end() + 40]!r}"
+        for where, text in _texts()
+        for m in HISTORY.finditer(text)
+    ]
     assert not found, "course text that names the course's development:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("text", [
-    "meets issue 12's target", "issue #12's targets", "the issue's target: >= 0.9",
-    "as in the previous session", "fixed in commit 1a2b3c4d", "the map previously pointed",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "meets issue 12's target",
+        "issue #12's targets",
+        "the issue's target: >= 0.9",
+        "as in the previous session",
+        "fixed in commit 1a2b3c4d",
+        "the map previously pointed",
+    ],
+)
 def test_the_history_pattern_catches_what_it_is_for(text):
     assert HISTORY.search(text), text
 
 
-@pytest.mark.parametrize("text", [
-    "the map no longer points at the object", "Now the maps, for both networks",
-    "a session of the group meeting", "the notebooks are committed without outputs",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the map no longer points at the object",
+        "Now the maps, for both networks",
+        "a session of the group meeting",
+        "the notebooks are committed without outputs",
+    ],
+)
 def test_the_history_pattern_leaves_course_words_alone(text):
     assert not HISTORY.search(text), text
 
@@ -68,12 +89,18 @@ def test_the_history_pattern_leaves_course_words_alone(text):
 def test_the_readme_chapter_table_types_no_measured_number():
     # a row states what its chapter claims and the bound it asserts (">= 97 %", "<= 2 points");
     # the measured values live in the executed notebook, where they are computed
-    rows = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-            if re.match(r"\| (\d\d|talk) \|", line)]
+    rows = [
+        line
+        for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if re.match(r"\| (\d\d|talk) \|", line)
+    ]
     assert len(rows) >= 12
     bounds = re.compile(r"(?:[≥≤<>=~]|at least|at most|iff) ?[\d.]+")
-    typed = [(row[:8], m.group(0)) for row in rows
-             for m in re.finditer(r"\d+\.\d+(?:[–-]\d+\.\d+)?", bounds.sub("", row))]
+    typed = [
+        (row[:8], m.group(0))
+        for row in rows
+        for m in re.finditer(r"\d+\.\d+(?:[–-]\d+\.\d+)?", bounds.sub("", row))
+    ]
     assert not typed, f"measured numbers typed into the README's chapter table: {typed}"
 
 
@@ -124,6 +151,8 @@ def test_glossary_rows_name_existing_notebooks_that_use_the_term():
         for key in keys:
             text = _notebook_text(key)
             if not any(name in text for name in _names(english)):
-                missing.append(f"{chinese} / {english}: notebook {key} never says "
-                               f"{' or '.join(map(repr, _names(english)))}")
+                missing.append(
+                    f"{chinese} / {english}: notebook {key} never says "
+                    f"{' or '.join(map(repr, _names(english)))}"
+                )
     assert not missing, "\n".join(missing)

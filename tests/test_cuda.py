@@ -10,8 +10,11 @@ from vismap import explain as E
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 # every classifier method of the registry (CAM on the GAP network), with fast options
-OPTIONS = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 8},
-           "occlusion": {"window": 8, "stride": 8}}
+OPTIONS = {
+    "smoothgrad": {"samples": 3},
+    "integrated_gradients": {"steps": 8},
+    "occlusion": {"window": 8, "stride": 8},
+}
 NAMES = [n for n, m in E.METHODS.items() if "VAE" not in m.needs]
 
 
@@ -28,8 +31,9 @@ def test_gpu_maps_equal_cpu_maps(name):
     torch.backends.cudnn.allow_tf32 = False  # compare in full float32
     torch.backends.cuda.matmul.allow_tf32 = False
     d = vm.data.make_shapes(8, seed=3)
-    model_name = "shapes-gap" if name in E.METHODS and "GAP" in E.METHODS[name].needs \
-        else "shapes-cnn"
+    model_name = (
+        "shapes-gap" if name in E.METHODS and "GAP" in E.METHODS[name].needs else "shapes-cnn"
+    )
     cpu_model = vm.models.load_pretrained(model_name)
     gpu_model = vm.models.load_pretrained(model_name).cuda()
     x, t = d.images.cuda(), d.labels.cuda()

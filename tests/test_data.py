@@ -76,9 +76,15 @@ def _coverage_and_reference(kinds, cx, cy, radius, angle, scale=8):
     cov[i, y, x] = a
     fine = np.zeros((n, 64 * scale, 64 * scale), dtype=bool)
     # Fine pixel K is centred on coarse coordinate (K + 1/2) / scale - 1/2.
-    i, y, x = _geometry._rasterise(_geometry._SHAPE_FUNCS, kinds, scale * (cx + 0.5) - 0.5,
-                                   scale * (cy + 0.5) - 0.5, scale * radius, angle,
-                                   size=64 * scale)
+    i, y, x = _geometry._rasterise(
+        _geometry._SHAPE_FUNCS,
+        kinds,
+        scale * (cx + 0.5) - 0.5,
+        scale * (cy + 0.5) - 0.5,
+        scale * radius,
+        angle,
+        size=64 * scale,
+    )
     fine[i, y, x] = True
     return cov, fine.reshape(n, 64, scale, 64, scale).mean((2, 4))
 
@@ -90,8 +96,9 @@ def test_coverage_matches_a_fine_rasterisation(lo, hi):
     n = 120
     kinds = np.arange(n) % len(_geometry._SHAPE_FUNCS)
     cx, cy = rng.uniform(20, 44, n), rng.uniform(20, 44, n)
-    cov, ref = _coverage_and_reference(kinds, cx, cy, rng.uniform(lo, hi, n),
-                                       rng.uniform(0, 2 * np.pi, n))
+    cov, ref = _coverage_and_reference(
+        kinds, cx, cy, rng.uniform(lo, hi, n), rng.uniform(0, 2 * np.pi, n)
+    )
     edge = (ref > 0) & (ref < 1)
     assert np.abs(cov - ref).max() <= 0.25
     assert np.abs(cov - ref)[edge].mean() < 0.04
@@ -212,19 +219,22 @@ def test_sprite_factors_move_the_sprite():
     img = D.render_sprites(base)[:, 0]
     cols = [torch.nonzero(i)[:, 1].float().mean() for i in img]
     assert cols[1] - cols[0] > 30  # pos_x 0 -> 1 moves the sprite right by ~39 px
-    small, big = D.render_sprites(np.array([[1, 0.5, 0, .5, .5], [1, 1.0, 0, .5, .5]]))
+    small, big = D.render_sprites(np.array([[1, 0.5, 0, 0.5, 0.5], [1, 1.0, 0, 0.5, 0.5]]))
     assert 3.5 < big.sum() / small.sum() < 4.5  # area grows with the scale squared
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(n=0), "positive integer"),
-    (dict(n=-3), "positive integer"),
-    (dict(n=2.5), "positive integer"),
-    (dict(n=4, objects=3), "objects must be 1 or 2"),
-    (dict(n=4, objects=0), "objects must be 1 or 2"),
-    (dict(n=4, seed=-1), "non-negative"),
-    (dict(n=4, seed=1.5), "non-negative"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(n=0), "positive integer"),
+        (dict(n=-3), "positive integer"),
+        (dict(n=2.5), "positive integer"),
+        (dict(n=4, objects=3), "objects must be 1 or 2"),
+        (dict(n=4, objects=0), "objects must be 1 or 2"),
+        (dict(n=4, seed=-1), "non-negative"),
+        (dict(n=4, seed=1.5), "non-negative"),
+    ],
+)
 def test_make_shapes_bad_input(kwargs, words):
     with pytest.raises(ValueError, match=words):
         D.make_shapes(**kwargs)

@@ -51,16 +51,18 @@ def notebook_cells(notebook: str) -> tuple:
 
 def exercise(notebook: str, grade_id: str) -> tuple[str, str]:
     """``(answer source, check source)`` of the exercise ``grade_id`` of ``notebook``."""
-    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
-             for c in notebook_cells(notebook)}
+    by_id = {
+        c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in notebook_cells(notebook)
+    }
     return by_id[grade_id], by_id[grade_id + "-check"]
 
 
 def run_cell(namespace: dict, notebook: str, marker: str, only_definitions: bool = True) -> dict:
     """Run the code cell of ``notebook`` that contains ``marker`` in ``namespace``: only its
     functions and classes (not its measurements and figures), or all of it."""
-    source = next(c.source for c in notebook_cells(notebook)
-                  if c.cell_type == "code" and marker in c.source)
+    source = next(
+        c.source for c in notebook_cells(notebook) if c.cell_type == "code" and marker in c.source
+    )
     tree = ast.parse(source)
     if only_definitions:
         tree.body = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
@@ -160,23 +162,39 @@ CLASSES = vm.data.SHAPE_CLASSES
 
 def _shapes_namespace(n: int, seed: int = 2016) -> dict:
     test = vm.data.make_shapes(n, seed=seed)
-    return {**BASE, "CLASSES": CLASSES, "test": test, "x": test.images, "labels": test.labels,
-            "masks": test.masks[:, 0], "LAYER": "features.10",
-            "cnn": pretrained("shapes-cnn"), "gap": pretrained("shapes-gap"),
-            "allconv": pretrained("shapes-allconv")}
+    return {
+        **BASE,
+        "CLASSES": CLASSES,
+        "test": test,
+        "x": test.images,
+        "labels": test.labels,
+        "masks": test.masks[:, 0],
+        "LAYER": "features.10",
+        "cnn": pretrained("shapes-cnn"),
+        "gap": pretrained("shapes-gap"),
+        "allconv": pretrained("shapes-allconv"),
+    }
 
 
 def ns_01() -> dict:
     nb = "01_convolution.ipynb"
     model = pretrained("shapes-cnn")
     shapes = vm.data.make_shapes(8, seed=0)
-    namespace = {**BASE, "sliding_window_view": sliding_window_view, "model": model,
-                 "features": model.features, "image": shapes.images[0],
-                 "allconv": pretrained("shapes-allconv"),
-                 "x_pos": torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-                 + 0.1}
-    for marker in ("def all_outputs", "def receptive_fields", "def all_paths_open",
-                   "def equivariance_error"):
+    namespace = {
+        **BASE,
+        "sliding_window_view": sliding_window_view,
+        "model": model,
+        "features": model.features,
+        "image": shapes.images[0],
+        "allconv": pretrained("shapes-allconv"),
+        "x_pos": torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) + 0.1,
+    }
+    for marker in (
+        "def all_outputs",
+        "def receptive_fields",
+        "def all_paths_open",
+        "def equivariance_error",
+    ):
         run_cell(namespace, nb, marker)
     obj = shapes.images[0] * shapes.masks[0, 0]  # section 4's object, alone on black
     x0, y0, x1, y1 = shapes.boxes[0, 0].tolist()
@@ -190,9 +208,16 @@ def ns_02() -> dict:
     nb = "02_gradient_descent.ipynb"
     lams, turn = np.array([1.0, 10.0]), np.deg2rad(30)
     q = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-    namespace = {**BASE, "lams": lams, "A": q @ np.diag(lams) @ q.T,
-                 "theta_star": np.array([1.0, 0.5]), "start": np.array([-3.5, 2.5]),
-                 "eta_max": 2 / lams.max(), "etas": {"best": 2 / lams.sum()}, "lam": 2.0}
+    namespace = {
+        **BASE,
+        "lams": lams,
+        "A": q @ np.diag(lams) @ q.T,
+        "theta_star": np.array([1.0, 0.5]),
+        "start": np.array([-3.5, 2.5]),
+        "eta_max": 2 / lams.max(),
+        "etas": {"best": 2 / lams.sum()},
+        "lam": 2.0,
+    }
     run_cell(namespace, nb, "def gd(")
     return run_cell(namespace, nb, "def quad_grad")
 
@@ -207,10 +232,17 @@ def ns_03_occlusion() -> dict:
     x_occ, y_occ, masks_occ = heldout.images, heldout.labels, heldout.masks[:, 0]
     mean_colour = x_occ.mean((2, 3), keepdim=True)
     occlusion = remembered(vm.explain.occlusion)
-    namespace = {**BASE, "vm": Standin(vm, explain=Standin(vm.explain, occlusion=occlusion)),
-                 "model": pretrained("shapes-cnn"), "WINDOW": 13, "x_occ": x_occ,
-                 "y_occ": y_occ, "masks_occ": masks_occ, "mean_colour": mean_colour,
-                 "area": masks_occ.float().mean((1, 2))}
+    namespace = {
+        **BASE,
+        "vm": Standin(vm, explain=Standin(vm.explain, occlusion=occlusion)),
+        "model": pretrained("shapes-cnn"),
+        "WINDOW": 13,
+        "x_occ": x_occ,
+        "y_occ": y_occ,
+        "masks_occ": masks_occ,
+        "mean_colour": mean_colour,
+        "area": masks_occ.float().mean((1, 2)),
+    }
     run_cell(namespace, "03_zeiler_fergus.ipynb", "def occlusion_maps")
     maps = namespace["occlusion_maps"](x_occ, y_occ, mean_colour)  # window 13, stride 13
     namespace["share"] = namespace["on_object"](maps, masks_occ)[0]
@@ -218,8 +250,9 @@ def ns_03_occlusion() -> dict:
 
 
 def ns_04() -> dict:
-    tiny = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False), nn.ReLU(),
-                         nn.Linear(2, 1, bias=False))
+    tiny = nn.Sequential(
+        nn.Flatten(), nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False)
+    )
     with torch.no_grad():
         tiny[1].weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
         tiny[3].weight.copy_(torch.tensor([[-2.0, 3.0]]))
@@ -230,15 +263,26 @@ def ns_04() -> dict:
 def ns_04_pairs() -> dict:
     nb = "04_springenberg.ipynb"
     pairs = vm.data.make_shapes(64, seed=2017, objects=2)
-    namespace = {**BASE, "RIM": 1, "pairs": pairs, "A": pairs.labels[:, 0],
-                 "B": pairs.labels[:, 1],
-                 "METHODS": {"gradient": vm.explain.saliency, "deconvnet": vm.explain.deconvnet,
-                             "guided backprop": vm.explain.guided_backprop}}
+    namespace = {
+        **BASE,
+        "RIM": 1,
+        "pairs": pairs,
+        "A": pairs.labels[:, 0],
+        "B": pairs.labels[:, 1],
+        "METHODS": {
+            "gradient": vm.explain.saliency,
+            "deconvnet": vm.explain.deconvnet,
+            "guided backprop": vm.explain.guided_backprop,
+        },
+    }
     for marker in ("def with_rim", "def magnitude", "def pearson"):
         run_cell(namespace, nb, marker)
     with_rim = namespace["with_rim"]
-    return {**namespace, "mask_a": with_rim(pairs.masks[:, 0]),
-            "mask_b": with_rim(pairs.masks[:, 1])}
+    return {
+        **namespace,
+        "mask_a": with_rim(pairs.masks[:, 0]),
+        "mask_b": with_rim(pairs.masks[:, 1]),
+    }
 
 
 def ns_06() -> dict:
@@ -248,9 +292,14 @@ def ns_06() -> dict:
 def ns_06_layers() -> dict:
     test = vm.data.make_shapes(500, seed=2017)  # the notebook's test set; x[:200] is 100 here
     gradcam = remembered(vm.explain.gradcam)  # the check measures the answer's four again
-    return {**BASE, "vm": Standin(vm, explain=Standin(vm.explain, gradcam=gradcam)),
-            "cnn": pretrained("shapes-cnn"), "x": test.images[:100],
-            "labels": test.labels[:100], "masks": test.masks[:100, 0]}
+    return {
+        **BASE,
+        "vm": Standin(vm, explain=Standin(vm.explain, gradcam=gradcam)),
+        "cnn": pretrained("shapes-cnn"),
+        "x": test.images[:100],
+        "labels": test.labels[:100],
+        "masks": test.masks[:100, 0],
+    }
 
 
 def ns_07() -> dict:
@@ -270,8 +319,15 @@ def ns_07_disputed() -> dict:
     kl = vm.vae.kl_per_dim(mu, logvar).mean(0)
     corr = np.abs(vm.disentangle.factor_correlation(mu, held.factors))
     x_dim, y_dim, scale_dim = (int(corr[:, k].argmax()) for k in (3, 4, 1))  # pos_x, y, scale
-    return {**BASE, "vae": vae, "xs": held.images, "X": x_dim, "Y": y_dim, "SCALE": scale_dim,
-            "active": [i for i in range(vae.latents) if kl[i] > 0.1]}
+    return {
+        **BASE,
+        "vae": vae,
+        "xs": held.images,
+        "X": x_dim,
+        "Y": y_dim,
+        "SCALE": scale_dim,
+        "active": [i for i in range(vae.latents) if kl[i] > 0.1],
+    }
 
 
 def ns_07_scenes() -> dict:
@@ -286,15 +342,19 @@ def ns_07_scenes() -> dict:
     untrained = vm.vae.BroadcastVAE().eval()
     with torch.no_grad():
         mu0, logvar0 = untrained(scenes.images)
-    best0 = vm.disentangle.best_latents(mu0, vm.vae.kl_per_dim(mu0, logvar0).mean(0),
-                                        scenes.factors[:, 1, 3:5], min_kl=0.0)
+    best0 = vm.disentangle.best_latents(
+        mu0, vm.vae.kl_per_dim(mu0, logvar0).mean(0), scenes.factors[:, 1, 3:5], min_kl=0.0
+    )
 
     def hits(model, dims):
         maps = vm.explain.factor_cam(model, scenes.images[:300], dims)
-        return torch.stack([vm.metrics.pointing_game(maps, scenes.masks[:300, k])
-                            for k in (1, 0)], 1).float()
+        return torch.stack(
+            [vm.metrics.pointing_game(maps, scenes.masks[:300, k]) for k in (1, 0)], 1
+        ).float()
 
-    table2 = {"B": {"KL": hits(vae2, follows["B"]), "untrained": hits(untrained, sorted(set(best0)))}}
+    table2 = {
+        "B": {"KL": hits(vae2, follows["B"]), "untrained": hits(untrained, sorted(set(best0)))}
+    }
     return {**BASE, "vae2": vae2, "scenes": scenes, "follows": follows, "table2": table2}
 
 
@@ -302,15 +362,28 @@ def ns_08_curves() -> dict:
     cnn, n = pretrained("shapes-cnn"), 64
     test = vm.data.make_shapes(n, seed=vm.train.HELDOUT_SEED + 8)
     x, labels = test.images, test.labels
-    maps = {"Grad-CAM": vm.explain.METHODS["gradcam"](cnn, x, labels, layer="features.10"),
-            "random map": torch.rand(n, 1, 64, 64, generator=torch.Generator().manual_seed(0))}
+    maps = {
+        "Grad-CAM": vm.explain.METHODS["gradcam"](cnn, x, labels, layer="features.10"),
+        "random map": torch.rand(n, 1, 64, 64, generator=torch.Generator().manual_seed(0)),
+    }
     maps = {name: m.detach() for name, m in maps.items()}
     deletion = remembered(vm.metrics.deletion_curve)
-    curves = {name: {"deletion": deletion(cnn, x, labels, m, steps=16, baseline="blur")}
-              for name, m in maps.items()}
-    return {**BASE, "vm": Standin(vm, metrics=Standin(vm.metrics, deletion_curve=deletion)),
-            "cnn": cnn, "x": x, "labels": labels, "N_CURVES": n, "STEPS": 16,
-            "maps": maps, "curves": curves, "LEADERBOARD": {name: (cnn,) for name in maps}}
+    curves = {
+        name: {"deletion": deletion(cnn, x, labels, m, steps=16, baseline="blur")}
+        for name, m in maps.items()
+    }
+    return {
+        **BASE,
+        "vm": Standin(vm, metrics=Standin(vm.metrics, deletion_curve=deletion)),
+        "cnn": cnn,
+        "x": x,
+        "labels": labels,
+        "N_CURVES": n,
+        "STEPS": 16,
+        "maps": maps,
+        "curves": curves,
+        "LEADERBOARD": {name: (cnn,) for name in maps},
+    }
 
 
 def ns_09_own_photo() -> dict:
@@ -324,17 +397,24 @@ def ns_09_edges() -> dict:
     resnet = resnet50()
     photos = {name: vm.models.load_photo(name) for name in vm.models.PHOTOS}
     guided = remembered(vm.explain.guided_backprop)  # a second per ResNet-50 map
-    namespace = {**BASE, "vm": Standin(vm, explain=Standin(vm.explain, guided_backprop=guided)),
-                 "resnet": resnet, "photos": photos,
-                 "x_all": torch.cat([resnet.preprocess(p) for p in photos.values()]),
-                 "crops": {name: resnet.crop(p) for name, p in photos.items()},
-                 "TIGER_CAT": resnet.index("tiger cat"), "rgb2gray": rgb2gray,
-                 "gaussian": gaussian, "sobel": sobel}
+    namespace = {
+        **BASE,
+        "vm": Standin(vm, explain=Standin(vm.explain, guided_backprop=guided)),
+        "resnet": resnet,
+        "photos": photos,
+        "x_all": torch.cat([resnet.preprocess(p) for p in photos.values()]),
+        "crops": {name: resnet.crop(p) for name, p in photos.items()},
+        "TIGER_CAT": resnet.index("tiger cat"),
+        "rgb2gray": rgb2gray,
+        "gaussian": gaussian,
+        "sobel": sobel,
+    }
     run_cell(namespace, "09_real_photos.ipynb", "def magnitude")
     run_cell(namespace, "09_real_photos.ipynb", "def edge_correlation")
     x_cat = namespace["x_all"][list(photos).index("chelsea")][None]  # section 5's number
-    rho = namespace["edge_correlation"](guided(resnet.model, x_cat, namespace["TIGER_CAT"]),
-                                        namespace["crops"]["chelsea"])
+    rho = namespace["edge_correlation"](
+        guided(resnet.model, x_cat, namespace["TIGER_CAT"]), namespace["crops"]["chelsea"]
+    )
     return {**namespace, "rho": {("resnet50", "edges", "guided backprop"): rho}}
 
 
@@ -345,217 +425,510 @@ def ns_10() -> dict:
 
 # (notebook, grade id, namespace, correct answers written another way, mutations)
 CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tuple[str, str]]]] = [
-    ("01_convolution.ipynb", "conv2d-strided", ns_01,
-     [("    windows = sliding_window_view(x, (K, K), axis=(1, 2))[:, ::stride, ::stride]\n"
-       "    y = np.einsum(\"chwuv,ocuv->ohw\", windows, w)\n",
-       "    rows = range(0, x.shape[1] - K + 1, stride)\n"
-       "    cols = range(0, x.shape[2] - K + 1, stride)\n"
-       "    y = np.array([[[np.tensordot(w[o], x[:, i:i + K, j:j + K], 3) for j in cols]\n"
-       "                   for i in rows] for o in range(len(w))])\n")],
-     [("[:, ::stride, ::stride]", ""),  # every window, not every stride-th
-      ("    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))\n", ""),  # no padding
-      ("windows, w)", "windows, w[..., ::-1, ::-1])")]),  # the textbook (flipped) convolution
-    ("01_convolution.ipynb", "receptive-field", ns_01,
-     [("my_rf = [3, 5, 13, 17, 33, 41, 57, 57]\nmy_jump = [1, 2, 2, 4, 4, 8, 8, 8]",
-       "r, j, my_rf, my_jump = 1, 1, [], []\n"
-       "for layer in (dilated.features[i] for i in convs):\n"
-       "    r, j = r + layer.dilation[0] * (layer.kernel_size[0] - 1) * j, j * layer.stride[0]\n"
-       "    my_rf.append(r)\n"
-       "    my_jump.append(j)")],
-     [("my_rf = [3, 5, 13, 17, 33, 41, 57, 57]",  # section 3's recursion, without the dilation
-       "my_rf = [receptive_fields(dilated.features)[i][0] for i in convs]"),
-      ("my_rf = [3, 5, 13, 17, 33, 41, 57, 57]",  # a dilated kernel taken to span d k units
-       "my_rf = [3, 5, 15, 19, 39, 47, 63, 63]"),
-      ("my_jump = [1, 2, 2, 4, 4, 8, 8, 8]", "my_jump = [1, 1, 2, 2, 4, 4, 8, 8]")]),  # j before
-    ("01_convolution.ipynb", "equivariance-limit", ns_01,
-     [("answer = max(exact_2px)",
-       "answer = next(i for i in rf_all if rf_all[i][1] > 2) - 1  # the last layer of jump 2")],
-     [("answer = max(exact_2px)", "answer = max(exact_2px) + 1"),  # the first inexact layer
-      ("allconv_error(i, 2, out_a2) < 1e-5", "allconv_error(i, 1, out_a1) < 1e-5"),  # 1 px
-      ("answer = max(exact_2px)",  # the last exact convolution, not the last exact layer
-       "answer = max(i for i in exact_2px if isinstance(allconv.features[i], nn.Conv2d))")]),
-    ("02_gradient_descent.ipynb", "momentum", ns_02,
-     [("    v = np.zeros_like(path[0])\n"
-       "    for _ in range(steps):\n"
-       "        v = beta * v - eta * grad_fn(path[-1])\n"
-       "        path.append(path[-1] + v)\n",
-       "    for k in range(steps):  # theta_k+1 = theta_k - eta grad + beta (theta_k - theta_k-1)\n"
-       "        previous = path[k - 1] if k else path[0]\n"
-       "        path.append(path[k] - eta * grad_fn(path[k]) + beta * (path[k] - previous))\n"),
-      ("eta_hb = 4 / (np.sqrt(lams.max()) + np.sqrt(lams.min())) ** 2",
-       "eta_hb = 4 / lams.min() / (np.sqrt(kappa) + 1) ** 2")],
-     [("v = beta * v - eta * grad_fn(path[-1])",  # PyTorch's dampening
-       "v = beta * v - (1 - beta) * eta * grad_fn(path[-1])"),
-      ("beta_hb = ((np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)) ** 2",  # not squared
-       "beta_hb = (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)"),
-      ("eta_hb = 4 / (np.sqrt(lams.max()) + np.sqrt(lams.min())) ** 2",  # plain GD's best step
-       "eta_hb = 2 / (lams.max() + lams.min())")]),
-    ("02_gradient_descent.ipynb", "stable-step", ns_02,
-     [("    for _ in range(40):\n", "    while high - low > 1e-9:\n")],
-     [("        return np.linalg.norm(theta - theta_star) <= d0\n",  # only "did not explode"
-       "        return True\n"),
-      ("low, high = (mid, high) if stable(mid) else (low, mid)",  # the halves swapped
-       "low, high = (low, mid) if stable(mid) else (mid, high)"),
-      ("    for _ in range(40):\n", "    for _ in range(6):\n")]),  # too few halvings
-    ("02_gradient_descent.ipynb", "fixed-radius", ns_02,
-     [("d * g / np.linalg.norm(g)", "d * g / np.sqrt(np.sum(g * g))")],
-     [("d * g / np.linalg.norm(g)", "d * g"),  # plain gradient descent with eta = d
-      ("d * g / np.linalg.norm(g)", "d * np.sign(g)"),  # right in 1-D only
-      ("    for _ in range(steps):\n", "    for _ in range(steps - 1):\n")]),  # one step short
-    ("03_zeiler_fergus.ipynb", "unpool", ns_03,
-     [("return F.max_unpool2d(signal, switches, 2, output_size=size[-2:])",
-       "out = torch.zeros(size, dtype=signal.dtype)\n"
-       "    out.flatten(2).scatter_(2, switches.flatten(2), signal.flatten(2))\n"
-       "    return out")],
-     [("return F.max_unpool2d(signal, switches, 2, output_size=size[-2:])",  # copies, no switches
-       "return F.interpolate(signal, size=size[-2:], mode='nearest')"),
-      ("output_size=size[-2:]", "output_size=None")]),  # an odd size comes back one short
-    ("03_zeiler_fergus.ipynb", "occlusion-window", ns_03_occlusion,
-     [("maps_26 = occlusion_maps(x_occ[:50], y_occ[:50], mean_colour[:50], window=26, stride=13)",
-       "maps_26 = vm.explain.occlusion(model, x_occ[:50], y_occ[:50], window=26, stride=13,\n"
-       "                               baseline=mean_colour[:50])"),
-      ("area[:50].mean().item()", "masks_occ[:50].float().mean().item()")],
-     [("window=26, stride=13", "window=13, stride=13"),  # the 13 px window again
-      ("window=26, stride=13", "window=26, stride=26"),  # stride = window
-      ("mean_colour[:50], window=26", "torch.full((50, 1, 1, 1), 0.5), window=26"),  # grey
-      ("ratio_26 = share_26.mean().item() / area[:50].mean().item()",  # a mean of ratios
-       "ratio_26 = (share_26 / area[:50]).mean().item()")]),
-    ("04_springenberg.ipynb", "guided-relu", ns_04,
-     [("score = out.gather(1, torch.as_tensor(target).expand(len(x))[:, None]).sum()",
-       "score = (out * F.one_hot(torch.as_tensor(target).expand(len(x)), out.shape[1])).sum()")],
-     [("return (y > 0) & (r > 0)", "return r > 0"),  # the deconvnet's rule
-      ("return (y > 0) & (r > 0)", "return y > 0")]),  # the gradient's rule
-    ("04_springenberg.ipynb", "gap-insensitive", ns_04_pairs,
-     [("m = METHODS[method_name](gap_net, torch.cat([sub, sub]), torch.cat([a_cls, b_cls]))",
-       "m = torch.cat([METHODS[method_name](gap_net, sub, a_cls),\n"
-       "               METHODS[method_name](gap_net, sub, b_cls)])")],
-     [("pearson(mag_a, mag_b)", "pearson(m[:k], m[k:])"),  # the signed maps
-      ("(on_other / on_asked)", "(on_asked / on_other)"),  # the ratio upside down
-      ("mask_a[:k], mask_b[:k]", "pairs.masks[:k, 0], pairs.masks[:k, 1]")]),  # without the rim
-    ("05_cam.ipynb", "cam-by-hand", lambda: _shapes_namespace(16),
-     [("runner_up_maps = F.interpolate((w_second[:, :, None, None] * feats).sum(1, keepdim=True),",
-       "runner_up_maps = F.interpolate(torch.einsum('nk,nkij->nij', w_second.double(), "
-       "feats.double())[:, None].float(),")],
-     [(".indices[:, 1]", ".indices[:, 0]"),  # the top class, not the runner-up
-      ('mode="bilinear", align_corners=False', 'mode="bilinear", align_corners=True'),
-      ('mode="bilinear", align_corners=False', 'mode="nearest"')]),
-    ("05_cam.ipynb", "box-rule", lambda: {**_shapes_namespace(50), "ndimage": ndimage},
-     [("        rows, cols = np.nonzero(labels == largest)\n"
-       "        out[k] = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])\n",
-       "        rows, cols = ndimage.find_objects(labels)[largest - 1]\n"
-       "        out[k] = torch.tensor([cols.start, rows.start, cols.stop, rows.stop])\n")],
-     [(", structure=np.ones((3, 3))", ""),  # 4-connected components
-      ("cols.max() + 1, rows.max() + 1", "cols.max(), rows.max()"),  # the last pixel, not its edge
-      ("largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))", "largest = 1"),  # first
-      ("m >= threshold * m.max()", "m >= threshold"),  # not relative to the map's maximum
-      ("m >= threshold * m.max()", "m > threshold * m.max()")]),  # the threshold itself left out
-    ("06_gradcam.ipynb", "gradcam-weights", ns_06,
-     [("alpha = grad.mean((2, 3), keepdim=True)",
-       "alpha = grad.flatten(2).sum(2)[..., None, None] / grad[0, 0].numel()")],
-     [("alpha = grad.mean((2, 3), keepdim=True)", "alpha = grad.sum((2, 3), keepdim=True)"),
-      ("return alpha, F.relu((alpha * stored[\"A\"]).sum(1, keepdim=True)).detach()",
-       "return alpha, (alpha * stored[\"A\"]).sum(1, keepdim=True).detach()")]),
-    ("06_gradcam.ipynb", "gradcam-stops", ns_06_layers,
-     [("stops = next(layer for layer in reversed(CONV[:CONV.index(best)])\n"
-       "             if pointing_conv[layer] < pointing_conv[best] / 2)",
-       "k = CONV.index(best)\n"
-       "while pointing_conv[CONV[k]] >= pointing_conv[best] / 2:\n"
-       "    k -= 1\n"
-       "stops = CONV[k]")],
-     [("layer=layer), masks[:200])",  # the ReLU after each convolution (section 3's layers)
-       "layer=f\"features.{int(layer[9:]) + 1}\"), masks[:200])"),
-      ("masks[:200]).float().mean()", "masks[:200]).float().sum()"),  # hits, not the share
-      ("pointing_conv[layer] < pointing_conv[best] / 2",  # below best, not below half of it
-       "pointing_conv[layer] < pointing_conv[best]")]),
-    ("07_factor_maps.ipynb", "ex07-factor-map", ns_07,
-     [("kl_i = 0.5 * (mu_[:, i] ** 2 + logvar_[:, i].exp() - logvar_[:, i] - 1)",
-       "kl_i = vm.vae.kl_per_dim(mu_, logvar_)[:, i]")],
-     [("kl_i = 0.5 * (mu_[:, i] ** 2 + logvar_[:, i].exp() - logvar_[:, i] - 1)",
-       "kl_i = mu_[:, i]"),  # the mean, not the factor's KL
-      ("F.relu(grad) * stored[\"A\"]", "grad * stored[\"A\"]"),  # no inner ReLU
-      ("F.relu(grad) * stored[\"A\"]", "F.relu(grad).mean((2, 3), keepdim=True) * stored[\"A\"]")]),
-    ("07_factor_maps.ipynb", "ex07-object-b", ns_07_scenes,
-     [("    corr_ = np.abs(vm.disentangle.factor_correlation(mu_, scenes.factors[:, k]))  # (latents, 5)\n"
-       "    corr_[~active_] = -1.0  # a dead latent is never chosen\n"
-       "    return sorted({int(corr_[:, 3].argmax()), int(corr_[:, 4].argmax())})",
-       "    both = torch.cat([mu_, scenes.factors[:, k, 3:5].to(mu_.dtype)], 1).T  # x, y last\n"
-       "    corr_ = torch.corrcoef(both)[-2:, :-2].abs()  # (2 factors, latents)\n"
-       "    corr_[:, torch.from_numpy(~active_)] = -1.0\n"
-       "    return sorted(set(corr_.argmax(1).tolist()))")],
-     [('{"A": 0, "B": 1}[obj]', '{"A": 1, "B": 0}[obj]'),  # the objects swapped
-      ("corr_[:, 3].argmax()), int(corr_[:, 4]",  # scale and orientation, not x, y
-       "corr_[:, 1].argmax()), int(corr_[:, 2]"),
-      ("    corr_[~active_] = -1.0  # a dead latent is never chosen\n", ""),  # dead latents too
-      ("b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents)",  # the mu statistic
-       "b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents, statistic='mu')"),
-      ("scenes.masks[:300, 1]).float().mean().item(),\n"  # on A first, then on B
-       "            vm.metrics.pointing_game(b_map, scenes.masks[:300, 0])",
-       "scenes.masks[:300, 0]).float().mean().item(),\n"
-       "            vm.metrics.pointing_game(b_map, scenes.masks[:300, 1])")]),
-    ("07_factor_maps.ipynb", "ex07-disputed", ns_07_disputed,
-     [("    return 1 - joint.sum().item() / total.sum().item()\n",
-       "    return ((total.sum() - joint.sum()) / total.sum()).item()\n"),
-      ("pair = max(pairs, key=lambda p: disputed_share(vae, xs[:100], p))",
-       "pair = next(p for p in pairs if disputed_share(vae, xs[:100], p) > 0.05)")],
-     [("return 1 - joint.sum().item() / total.sum().item()",  # the share kept, not dropped
-       "return joint.sum().item() / total.sum().item()"),
-      ("return 1 - joint.sum().item() / total.sum().item()",  # a mean of per-image shares
-       "return (1 - joint.sum((1, 2, 3)) / total.sum((1, 2, 3))).mean().item()"),
-      ("joint = vm.explain.factor_cam(model, images, list(dims))",  # the joint map of the means
-       "joint = vm.explain.factor_cam(model, images, list(dims), statistic='mu')")]),
-    ("08_evaluating_explanations.ipynb", "ex08-relevance-mass", lambda: _shapes_namespace(200),
-     [("inside = (positive * masks).sum((1, 2))",
-       "inside = torch.where(masks, positive, 0.0).flatten(1).sum(1)")],
-     [("positive = maps[:, 0].clamp(min=0)", "positive = maps[:, 0]"),  # negative mass counted
-      ("return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))",
-       "return inside / total")]),  # 0 / 0 for a map with nothing positive
-    ("08_evaluating_explanations.ipynb", "ex08-morf-lerf", ns_08_curves,
-     [("abpc[name] = (torch.trapezoid(lerf, dx=1 / STEPS, dim=1)",
-       "abpc[name] = ((lerf[:, 1:] + lerf[:, :-1]).sum(1) / (2 * STEPS)")],
-     [("-maps[name][:N_CURVES]", "maps[name][:N_CURVES]"),  # most relevant first, twice
-      ("lerf = vm.metrics.deletion_curve(", "lerf = vm.metrics.insertion_curve("),
-      ('steps=STEPS, baseline="blur")', "steps=STEPS, baseline=0.0)")]),  # another baseline
-    ("09_real_photos.ipynb", "ex09-own-photo", ns_09_own_photo,
-     [("own = vm.models.load_photo(own_path)",
-       "own = np.asarray(Image.open(own_path).convert('RGB'))")],
-     [("x_own = resnet.preprocess(own)",  # not normalised
-       "x_own = torch.from_numpy(resnet.crop(own)).permute(2, 0, 1)[None].float() / 255"),
-      ('layer="layer4")', 'layer="layer4", upsampled=False)'),  # the 7 x 7 map
-      ('layer="layer4")', 'layer="layer3")')]),
-    ("09_real_photos.ipynb", "ex09-edges", ns_09_edges,
-     [("edge_corr = {name: edge_correlation(gbp_all[i:i + 1], crops[name])",
-       "edge_corr = {name: edge_correlation(vm.explain.guided_backprop(\n"
-       "    resnet.model, x_all[i:i + 1], TIGER_CAT), crops[name])")],
-     [("least_edgy = min(", "least_edgy = max("),  # the most edgy
-      ("crops[name])", "crops[\"chelsea\"])"),  # every map against chelsea's edges
-      ("edge_correlation(gbp_all[i:i + 1], crops[name])",  # the map not blurred
-       "pearson(magnitude(gbp_all[i:i + 1])[0].numpy(), edges(crops[name]))")]),
-    ("10_beyond.ipynb", "ex10-riemann-ig", ns_10,
-     [("    total = torch.zeros_like(x)\n"
-       "    for k in range(1, steps + 1):\n"
-       "        point = (baseline + k / steps * (x - baseline)).requires_grad_(True)\n"
-       "        score = model(point).gather(1, classes[:, None]).sum()\n"
-       "        total += torch.autograd.grad(score, point)[0]\n",
-       "    a = torch.arange(steps, 0, -1, dtype=x.dtype).view(-1, 1, 1, 1, 1) / steps\n"
-       "    point = (baseline + a * (x - baseline)).flatten(0, 1).requires_grad_(True)\n"
-       "    score = model(point).gather(1, classes.repeat(steps)[:, None]).sum()\n"
-       "    total = torch.autograd.grad(score, point)[0].view(steps, *x.shape).sum(0)\n")],
-     [("for k in range(1, steps + 1):", "for k in range(steps):"),  # the left Riemann sum
-      ("return (x - baseline) * total / steps", "return total / steps"),  # no (x - x')
-      ("return (x - baseline) * total / steps", "return (x - baseline) * total / (steps + 1)")]),
-    ("10_beyond.ipynb", "ex10-fgsm", ns_10,
-     [('loss = F.cross_entropy(model(x), classes, reduction="sum")',
-       "loss = F.cross_entropy(model(x), classes)")],  # the mean: the same signs
-     [("(x + eps * grad.sign())", "(x - eps * grad.sign())"),  # towards the class
-      ("(x + eps * grad.sign()).clamp(0, 1)", "(x + eps * grad.sign())"),  # leaves [0, 1]
-      ("(x + eps * grad.sign())", "(x + eps * grad / grad.abs().amax())")]),  # not the sign
+    (
+        "01_convolution.ipynb",
+        "conv2d-strided",
+        ns_01,
+        [
+            (
+                "    windows = sliding_window_view(x, (K, K), axis=(1, 2))[:, ::stride, ::stride]\n"
+                '    y = np.einsum("chwuv,ocuv->ohw", windows, w)\n',
+                "    rows = range(0, x.shape[1] - K + 1, stride)\n"
+                "    cols = range(0, x.shape[2] - K + 1, stride)\n"
+                "    y = np.array([[[np.tensordot(w[o], x[:, i:i + K, j:j + K], 3) for j in cols]\n"
+                "                   for i in rows] for o in range(len(w))])\n",
+            )
+        ],
+        [
+            ("[:, ::stride, ::stride]", ""),  # every window, not every stride-th
+            (
+                "    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))\n",
+                "",
+            ),  # no padding
+            ("windows, w)", "windows, w[..., ::-1, ::-1])"),
+        ],
+    ),  # the textbook (flipped) convolution
+    (
+        "01_convolution.ipynb",
+        "receptive-field",
+        ns_01,
+        [
+            (
+                "my_rf = [3, 5, 13, 17, 33, 41, 57, 57]\nmy_jump = [1, 2, 2, 4, 4, 8, 8, 8]",
+                "r, j, my_rf, my_jump = 1, 1, [], []\n"
+                "for layer in (dilated.features[i] for i in convs):\n"
+                "    r, j = r + layer.dilation[0] * (layer.kernel_size[0] - 1) * j, j * layer.stride[0]\n"
+                "    my_rf.append(r)\n"
+                "    my_jump.append(j)",
+            )
+        ],
+        [
+            (
+                "my_rf = [3, 5, 13, 17, 33, 41, 57, 57]",  # section 3's recursion, without the dilation
+                "my_rf = [receptive_fields(dilated.features)[i][0] for i in convs]",
+            ),
+            (
+                "my_rf = [3, 5, 13, 17, 33, 41, 57, 57]",  # a dilated kernel taken to span d k units
+                "my_rf = [3, 5, 15, 19, 39, 47, 63, 63]",
+            ),
+            ("my_jump = [1, 2, 2, 4, 4, 8, 8, 8]", "my_jump = [1, 1, 2, 2, 4, 4, 8, 8]"),
+        ],
+    ),  # j before
+    (
+        "01_convolution.ipynb",
+        "equivariance-limit",
+        ns_01,
+        [
+            (
+                "answer = max(exact_2px)",
+                "answer = next(i for i in rf_all if rf_all[i][1] > 2) - 1  # the last layer of jump 2",
+            )
+        ],
+        [
+            ("answer = max(exact_2px)", "answer = max(exact_2px) + 1"),  # the first inexact layer
+            ("allconv_error(i, 2, out_a2) < 1e-5", "allconv_error(i, 1, out_a1) < 1e-5"),  # 1 px
+            (
+                "answer = max(exact_2px)",  # the last exact convolution, not the last exact layer
+                "answer = max(i for i in exact_2px if isinstance(allconv.features[i], nn.Conv2d))",
+            ),
+        ],
+    ),
+    (
+        "02_gradient_descent.ipynb",
+        "momentum",
+        ns_02,
+        [
+            (
+                "    v = np.zeros_like(path[0])\n"
+                "    for _ in range(steps):\n"
+                "        v = beta * v - eta * grad_fn(path[-1])\n"
+                "        path.append(path[-1] + v)\n",
+                "    for k in range(steps):  # theta_k+1 = theta_k - eta grad + beta (theta_k - theta_k-1)\n"
+                "        previous = path[k - 1] if k else path[0]\n"
+                "        path.append(path[k] - eta * grad_fn(path[k]) + beta * (path[k] - previous))\n",
+            ),
+            (
+                "eta_hb = 4 / (np.sqrt(lams.max()) + np.sqrt(lams.min())) ** 2",
+                "eta_hb = 4 / lams.min() / (np.sqrt(kappa) + 1) ** 2",
+            ),
+        ],
+        [
+            (
+                "v = beta * v - eta * grad_fn(path[-1])",  # PyTorch's dampening
+                "v = beta * v - (1 - beta) * eta * grad_fn(path[-1])",
+            ),
+            (
+                "beta_hb = ((np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)) ** 2",  # not squared
+                "beta_hb = (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)",
+            ),
+            (
+                "eta_hb = 4 / (np.sqrt(lams.max()) + np.sqrt(lams.min())) ** 2",  # plain GD's best step
+                "eta_hb = 2 / (lams.max() + lams.min())",
+            ),
+        ],
+    ),
+    (
+        "02_gradient_descent.ipynb",
+        "stable-step",
+        ns_02,
+        [("    for _ in range(40):\n", "    while high - low > 1e-9:\n")],
+        [
+            (
+                "        return np.linalg.norm(theta - theta_star) <= d0\n",  # only "did not explode"
+                "        return True\n",
+            ),
+            (
+                "low, high = (mid, high) if stable(mid) else (low, mid)",  # the halves swapped
+                "low, high = (low, mid) if stable(mid) else (mid, high)",
+            ),
+            ("    for _ in range(40):\n", "    for _ in range(6):\n"),
+        ],
+    ),  # too few halvings
+    (
+        "02_gradient_descent.ipynb",
+        "fixed-radius",
+        ns_02,
+        [("d * g / np.linalg.norm(g)", "d * g / np.sqrt(np.sum(g * g))")],
+        [
+            ("d * g / np.linalg.norm(g)", "d * g"),  # plain gradient descent with eta = d
+            ("d * g / np.linalg.norm(g)", "d * np.sign(g)"),  # right in 1-D only
+            ("    for _ in range(steps):\n", "    for _ in range(steps - 1):\n"),
+        ],
+    ),  # one step short
+    (
+        "03_zeiler_fergus.ipynb",
+        "unpool",
+        ns_03,
+        [
+            (
+                "return F.max_unpool2d(signal, switches, 2, output_size=size[-2:])",
+                "out = torch.zeros(size, dtype=signal.dtype)\n"
+                "    out.flatten(2).scatter_(2, switches.flatten(2), signal.flatten(2))\n"
+                "    return out",
+            )
+        ],
+        [
+            (
+                "return F.max_unpool2d(signal, switches, 2, output_size=size[-2:])",  # copies, no switches
+                "return F.interpolate(signal, size=size[-2:], mode='nearest')",
+            ),
+            ("output_size=size[-2:]", "output_size=None"),
+        ],
+    ),  # an odd size comes back one short
+    (
+        "03_zeiler_fergus.ipynb",
+        "occlusion-window",
+        ns_03_occlusion,
+        [
+            (
+                "maps_26 = occlusion_maps(x_occ[:50], y_occ[:50], mean_colour[:50], window=26, stride=13)",
+                "maps_26 = vm.explain.occlusion(model, x_occ[:50], y_occ[:50], window=26, stride=13,\n"
+                "                               baseline=mean_colour[:50])",
+            ),
+            ("area[:50].mean().item()", "masks_occ[:50].float().mean().item()"),
+        ],
+        [
+            ("window=26, stride=13", "window=13, stride=13"),  # the 13 px window again
+            ("window=26, stride=13", "window=26, stride=26"),  # stride = window
+            ("mean_colour[:50], window=26", "torch.full((50, 1, 1, 1), 0.5), window=26"),  # grey
+            (
+                "ratio_26 = share_26.mean().item() / area[:50].mean().item()",  # a mean of ratios
+                "ratio_26 = (share_26 / area[:50]).mean().item()",
+            ),
+        ],
+    ),
+    (
+        "04_springenberg.ipynb",
+        "guided-relu",
+        ns_04,
+        [
+            (
+                "score = out.gather(1, torch.as_tensor(target).expand(len(x))[:, None]).sum()",
+                "score = (out * F.one_hot(torch.as_tensor(target).expand(len(x)), out.shape[1])).sum()",
+            )
+        ],
+        [
+            ("return (y > 0) & (r > 0)", "return r > 0"),  # the deconvnet's rule
+            ("return (y > 0) & (r > 0)", "return y > 0"),
+        ],
+    ),  # the gradient's rule
+    (
+        "04_springenberg.ipynb",
+        "gap-insensitive",
+        ns_04_pairs,
+        [
+            (
+                "m = METHODS[method_name](gap_net, torch.cat([sub, sub]), torch.cat([a_cls, b_cls]))",
+                "m = torch.cat([METHODS[method_name](gap_net, sub, a_cls),\n"
+                "               METHODS[method_name](gap_net, sub, b_cls)])",
+            )
+        ],
+        [
+            ("pearson(mag_a, mag_b)", "pearson(m[:k], m[k:])"),  # the signed maps
+            ("(on_other / on_asked)", "(on_asked / on_other)"),  # the ratio upside down
+            ("mask_a[:k], mask_b[:k]", "pairs.masks[:k, 0], pairs.masks[:k, 1]"),
+        ],
+    ),  # without the rim
+    (
+        "05_cam.ipynb",
+        "cam-by-hand",
+        lambda: _shapes_namespace(16),
+        [
+            (
+                "runner_up_maps = F.interpolate((w_second[:, :, None, None] * feats).sum(1, keepdim=True),",
+                "runner_up_maps = F.interpolate(torch.einsum('nk,nkij->nij', w_second.double(), "
+                "feats.double())[:, None].float(),",
+            )
+        ],
+        [
+            (".indices[:, 1]", ".indices[:, 0]"),  # the top class, not the runner-up
+            ('mode="bilinear", align_corners=False', 'mode="bilinear", align_corners=True'),
+            ('mode="bilinear", align_corners=False', 'mode="nearest"'),
+        ],
+    ),
+    (
+        "05_cam.ipynb",
+        "box-rule",
+        lambda: {**_shapes_namespace(50), "ndimage": ndimage},
+        [
+            (
+                "        rows, cols = np.nonzero(labels == largest)\n"
+                "        out[k] = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])\n",
+                "        rows, cols = ndimage.find_objects(labels)[largest - 1]\n"
+                "        out[k] = torch.tensor([cols.start, rows.start, cols.stop, rows.stop])\n",
+            )
+        ],
+        [
+            (", structure=np.ones((3, 3))", ""),  # 4-connected components
+            (
+                "cols.max() + 1, rows.max() + 1",
+                "cols.max(), rows.max()",
+            ),  # the last pixel, not its edge
+            (
+                "largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))",
+                "largest = 1",
+            ),  # first
+            ("m >= threshold * m.max()", "m >= threshold"),  # not relative to the map's maximum
+            ("m >= threshold * m.max()", "m > threshold * m.max()"),
+        ],
+    ),  # the threshold itself left out
+    (
+        "06_gradcam.ipynb",
+        "gradcam-weights",
+        ns_06,
+        [
+            (
+                "alpha = grad.mean((2, 3), keepdim=True)",
+                "alpha = grad.flatten(2).sum(2)[..., None, None] / grad[0, 0].numel()",
+            )
+        ],
+        [
+            ("alpha = grad.mean((2, 3), keepdim=True)", "alpha = grad.sum((2, 3), keepdim=True)"),
+            (
+                'return alpha, F.relu((alpha * stored["A"]).sum(1, keepdim=True)).detach()',
+                'return alpha, (alpha * stored["A"]).sum(1, keepdim=True).detach()',
+            ),
+        ],
+    ),
+    (
+        "06_gradcam.ipynb",
+        "gradcam-stops",
+        ns_06_layers,
+        [
+            (
+                "stops = next(layer for layer in reversed(CONV[:CONV.index(best)])\n"
+                "             if pointing_conv[layer] < pointing_conv[best] / 2)",
+                "k = CONV.index(best)\n"
+                "while pointing_conv[CONV[k]] >= pointing_conv[best] / 2:\n"
+                "    k -= 1\n"
+                "stops = CONV[k]",
+            )
+        ],
+        [
+            (
+                "layer=layer), masks[:200])",  # the ReLU after each convolution (section 3's layers)
+                'layer=f"features.{int(layer[9:]) + 1}"), masks[:200])',
+            ),
+            ("masks[:200]).float().mean()", "masks[:200]).float().sum()"),  # hits, not the share
+            (
+                "pointing_conv[layer] < pointing_conv[best] / 2",  # below best, not below half of it
+                "pointing_conv[layer] < pointing_conv[best]",
+            ),
+        ],
+    ),
+    (
+        "07_factor_maps.ipynb",
+        "ex07-factor-map",
+        ns_07,
+        [
+            (
+                "kl_i = 0.5 * (mu_[:, i] ** 2 + logvar_[:, i].exp() - logvar_[:, i] - 1)",
+                "kl_i = vm.vae.kl_per_dim(mu_, logvar_)[:, i]",
+            )
+        ],
+        [
+            (
+                "kl_i = 0.5 * (mu_[:, i] ** 2 + logvar_[:, i].exp() - logvar_[:, i] - 1)",
+                "kl_i = mu_[:, i]",
+            ),  # the mean, not the factor's KL
+            ('F.relu(grad) * stored["A"]', 'grad * stored["A"]'),  # no inner ReLU
+            ('F.relu(grad) * stored["A"]', 'F.relu(grad).mean((2, 3), keepdim=True) * stored["A"]'),
+        ],
+    ),
+    (
+        "07_factor_maps.ipynb",
+        "ex07-object-b",
+        ns_07_scenes,
+        [
+            (
+                "    corr_ = np.abs(vm.disentangle.factor_correlation(mu_, scenes.factors[:, k]))  # (latents, 5)\n"
+                "    corr_[~active_] = -1.0  # a dead latent is never chosen\n"
+                "    return sorted({int(corr_[:, 3].argmax()), int(corr_[:, 4].argmax())})",
+                "    both = torch.cat([mu_, scenes.factors[:, k, 3:5].to(mu_.dtype)], 1).T  # x, y last\n"
+                "    corr_ = torch.corrcoef(both)[-2:, :-2].abs()  # (2 factors, latents)\n"
+                "    corr_[:, torch.from_numpy(~active_)] = -1.0\n"
+                "    return sorted(set(corr_.argmax(1).tolist()))",
+            )
+        ],
+        [
+            ('{"A": 0, "B": 1}[obj]', '{"A": 1, "B": 0}[obj]'),  # the objects swapped
+            (
+                "corr_[:, 3].argmax()), int(corr_[:, 4]",  # scale and orientation, not x, y
+                "corr_[:, 1].argmax()), int(corr_[:, 2]",
+            ),
+            (
+                "    corr_[~active_] = -1.0  # a dead latent is never chosen\n",
+                "",
+            ),  # dead latents too
+            (
+                "b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents)",  # the mu statistic
+                "b_map = vm.explain.factor_cam(vae2, scenes.images[:300], b_latents, statistic='mu')",
+            ),
+            (
+                "scenes.masks[:300, 1]).float().mean().item(),\n"  # on A first, then on B
+                "            vm.metrics.pointing_game(b_map, scenes.masks[:300, 0])",
+                "scenes.masks[:300, 0]).float().mean().item(),\n"
+                "            vm.metrics.pointing_game(b_map, scenes.masks[:300, 1])",
+            ),
+        ],
+    ),
+    (
+        "07_factor_maps.ipynb",
+        "ex07-disputed",
+        ns_07_disputed,
+        [
+            (
+                "    return 1 - joint.sum().item() / total.sum().item()\n",
+                "    return ((total.sum() - joint.sum()) / total.sum()).item()\n",
+            ),
+            (
+                "pair = max(pairs, key=lambda p: disputed_share(vae, xs[:100], p))",
+                "pair = next(p for p in pairs if disputed_share(vae, xs[:100], p) > 0.05)",
+            ),
+        ],
+        [
+            (
+                "return 1 - joint.sum().item() / total.sum().item()",  # the share kept, not dropped
+                "return joint.sum().item() / total.sum().item()",
+            ),
+            (
+                "return 1 - joint.sum().item() / total.sum().item()",  # a mean of per-image shares
+                "return (1 - joint.sum((1, 2, 3)) / total.sum((1, 2, 3))).mean().item()",
+            ),
+            (
+                "joint = vm.explain.factor_cam(model, images, list(dims))",  # the joint map of the means
+                "joint = vm.explain.factor_cam(model, images, list(dims), statistic='mu')",
+            ),
+        ],
+    ),
+    (
+        "08_evaluating_explanations.ipynb",
+        "ex08-relevance-mass",
+        lambda: _shapes_namespace(200),
+        [
+            (
+                "inside = (positive * masks).sum((1, 2))",
+                "inside = torch.where(masks, positive, 0.0).flatten(1).sum(1)",
+            )
+        ],
+        [
+            (
+                "positive = maps[:, 0].clamp(min=0)",
+                "positive = maps[:, 0]",
+            ),  # negative mass counted
+            (
+                "return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))",
+                "return inside / total",
+            ),
+        ],
+    ),  # 0 / 0 for a map with nothing positive
+    (
+        "08_evaluating_explanations.ipynb",
+        "ex08-morf-lerf",
+        ns_08_curves,
+        [
+            (
+                "abpc[name] = (torch.trapezoid(lerf, dx=1 / STEPS, dim=1)",
+                "abpc[name] = ((lerf[:, 1:] + lerf[:, :-1]).sum(1) / (2 * STEPS)",
+            )
+        ],
+        [
+            ("-maps[name][:N_CURVES]", "maps[name][:N_CURVES]"),  # most relevant first, twice
+            ("lerf = vm.metrics.deletion_curve(", "lerf = vm.metrics.insertion_curve("),
+            ('steps=STEPS, baseline="blur")', "steps=STEPS, baseline=0.0)"),
+        ],
+    ),  # another baseline
+    (
+        "09_real_photos.ipynb",
+        "ex09-own-photo",
+        ns_09_own_photo,
+        [
+            (
+                "own = vm.models.load_photo(own_path)",
+                "own = np.asarray(Image.open(own_path).convert('RGB'))",
+            )
+        ],
+        [
+            (
+                "x_own = resnet.preprocess(own)",  # not normalised
+                "x_own = torch.from_numpy(resnet.crop(own)).permute(2, 0, 1)[None].float() / 255",
+            ),
+            ('layer="layer4")', 'layer="layer4", upsampled=False)'),  # the 7 x 7 map
+            ('layer="layer4")', 'layer="layer3")'),
+        ],
+    ),
+    (
+        "09_real_photos.ipynb",
+        "ex09-edges",
+        ns_09_edges,
+        [
+            (
+                "edge_corr = {name: edge_correlation(gbp_all[i:i + 1], crops[name])",
+                "edge_corr = {name: edge_correlation(vm.explain.guided_backprop(\n"
+                "    resnet.model, x_all[i:i + 1], TIGER_CAT), crops[name])",
+            )
+        ],
+        [
+            ("least_edgy = min(", "least_edgy = max("),  # the most edgy
+            ("crops[name])", 'crops["chelsea"])'),  # every map against chelsea's edges
+            (
+                "edge_correlation(gbp_all[i:i + 1], crops[name])",  # the map not blurred
+                "pearson(magnitude(gbp_all[i:i + 1])[0].numpy(), edges(crops[name]))",
+            ),
+        ],
+    ),
+    (
+        "10_beyond.ipynb",
+        "ex10-riemann-ig",
+        ns_10,
+        [
+            (
+                "    total = torch.zeros_like(x)\n"
+                "    for k in range(1, steps + 1):\n"
+                "        point = (baseline + k / steps * (x - baseline)).requires_grad_(True)\n"
+                "        score = model(point).gather(1, classes[:, None]).sum()\n"
+                "        total += torch.autograd.grad(score, point)[0]\n",
+                "    a = torch.arange(steps, 0, -1, dtype=x.dtype).view(-1, 1, 1, 1, 1) / steps\n"
+                "    point = (baseline + a * (x - baseline)).flatten(0, 1).requires_grad_(True)\n"
+                "    score = model(point).gather(1, classes.repeat(steps)[:, None]).sum()\n"
+                "    total = torch.autograd.grad(score, point)[0].view(steps, *x.shape).sum(0)\n",
+            )
+        ],
+        [
+            ("for k in range(1, steps + 1):", "for k in range(steps):"),  # the left Riemann sum
+            ("return (x - baseline) * total / steps", "return total / steps"),  # no (x - x')
+            (
+                "return (x - baseline) * total / steps",
+                "return (x - baseline) * total / (steps + 1)",
+            ),
+        ],
+    ),
+    (
+        "10_beyond.ipynb",
+        "ex10-fgsm",
+        ns_10,
+        [
+            (
+                'loss = F.cross_entropy(model(x), classes, reduction="sum")',
+                "loss = F.cross_entropy(model(x), classes)",
+            )
+        ],  # the mean: the same signs
+        [
+            ("(x + eps * grad.sign())", "(x - eps * grad.sign())"),  # towards the class
+            ("(x + eps * grad.sign()).clamp(0, 1)", "(x + eps * grad.sign())"),  # leaves [0, 1]
+            ("(x + eps * grad.sign())", "(x + eps * grad / grad.abs().amax())"),
+        ],
+    ),  # not the sign
 ]
 
 
 def test_every_exercise_is_covered():
-    graded = {(path.name, c.metadata["nbgrader"]["grade_id"])
-              for path in sorted(NOTEBOOKS.glob("[01]*.ipynb")) for c in notebook_cells(path.name)
-              if c.metadata.get("nbgrader", {}).get("solution")}
+    graded = {
+        (path.name, c.metadata["nbgrader"]["grade_id"])
+        for path in sorted(NOTEBOOKS.glob("[01]*.ipynb"))
+        for c in notebook_cells(path.name)
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     assert graded == {(c[0], c[1]) for c in CASES}
 
 
@@ -567,8 +940,10 @@ def test_check_accepts_correct_answers_and_rejects_wrong_ones(case):
     namespace = namespace_of()
     assert passes(namespace, solution, check), f"{grade_id}: the notebook's solution fails"
     for old, new in correct:
-        assert passes(namespace, mutated(solution, old, new), check), \
+        assert passes(namespace, mutated(solution, old, new), check), (
             f"{grade_id}: a correct answer fails: {new!r}"
+        )
     for old, new in wrong:
-        assert not passes(namespace, mutated(solution, old, new), check), \
+        assert not passes(namespace, mutated(solution, old, new), check), (
             f"{grade_id}: the check accepts a wrong answer: {new!r}"
+        )

@@ -40,7 +40,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-COURSE = sorted([*NOTEBOOKS.glob("0[1-8]_*.ipynb"), *NOTEBOOKS.glob("1[0-9]_*.ipynb")])  # must have exercises
+COURSE = sorted(
+    [*NOTEBOOKS.glob("0[1-8]_*.ipynb"), *NOTEBOOKS.glob("1[0-9]_*.ipynb")]
+)  # must have exercises
 STUB = "raise NotImplementedError()"
 
 _spec = importlib.util.spec_from_file_location(

@@ -69,16 +69,26 @@ def test_vae_loss_is_recon_plus_beta_kl(vae, sprites):
 def test_vae_loss_with_capacity_is_burgess_controlled_capacity(vae, sprites):
     torch.manual_seed(1)
     out = vae_loss(vae, sprites.images, capacity=5.0, gamma=100.0, tc=0.5)
-    torch.testing.assert_close(out["loss"], out["recon"] + 100.0 * (out["kl"] - 5.0).abs()
-                               + 0.5 * out["tc"])
+    torch.testing.assert_close(
+        out["loss"], out["recon"] + 100.0 * (out["kl"] - 5.0).abs() + 0.5 * out["tc"]
+    )
 
 
 @pytest.mark.slow  # fit_vae renders a chunk of 8192 two-object sprites first
 def test_fit_vae_on_two_objects_with_capacity():
     torch.manual_seed(0)
     model = SpritesVAE()
-    history = vm.train.fit_vae(model, steps=3, batch_size=8, seed=0, progress=False, objects=2,
-                               capacity=4.0, anneal_steps=2, tc=1.0)
+    history = vm.train.fit_vae(
+        model,
+        steps=3,
+        batch_size=8,
+        seed=0,
+        progress=False,
+        objects=2,
+        capacity=4.0,
+        anneal_steps=2,
+        tc=1.0,
+    )
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
 
 
@@ -105,6 +115,7 @@ def test_fit_vae_is_deterministic_and_learns():
         model = SpritesVAE()
         history = vm.train.fit_vae(model, steps=12, batch_size=16, seed=0, progress=False)
         return model, history
+
     (a, ha), (b, hb) = run(), run()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -171,7 +182,8 @@ def test_factor_cam_mu_equals_gradcam_with_a_mu_target(vae, sprites):
     for i in (0, 7):
         expected = vm.explain.gradcam(vae, x, lambda out, i=i: out[0][:, i], layer="encoder.3")
         torch.testing.assert_close(
-            vm.explain.factor_cam(vae, x, i, statistic="mu", mode="gradcam"), expected)
+            vm.explain.factor_cam(vae, x, i, statistic="mu", mode="gradcam"), expected
+        )
 
 
 @pytest.mark.portable
@@ -201,20 +213,27 @@ def test_factor_cam_is_deterministic_and_leaves_the_model_alone(vae, sprites):
 def test_factor_cam_of_a_blank_image_has_no_nan(vae):
     for statistic in vm.explain.STATISTICS:
         for mode in vm.explain.MODES:
-            maps = vm.explain.factor_cam(vae, torch.zeros(2, 1, 64, 64), [0, 3],
-                                         statistic=statistic, mode=mode)
+            maps = vm.explain.factor_cam(
+                vae, torch.zeros(2, 1, 64, 64), [0, 3], statistic=statistic, mode=mode
+            )
             assert torch.isfinite(maps).all()
             assert torch.isfinite(vm.explain.normalize(maps)).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(dims=10), r"out of range.*10 dimensions, 0 \.\. 9"),
-    (dict(dims=[]), "empty"),
-    (dict(dims=[1, 1]), "distinct"),
-    (dict(dims=0, statistic="logvar"), "unknown statistic 'logvar'; valid: mu, kl, kl_mean, kl_certainty"),
-    (dict(dims=0, mode="average"), "unknown mode 'average'; valid: gradcam, elementwise"),
-    (dict(dims=0, layer="encoder.99"), "encoder.3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dims=10), r"out of range.*10 dimensions, 0 \.\. 9"),
+        (dict(dims=[]), "empty"),
+        (dict(dims=[1, 1]), "distinct"),
+        (
+            dict(dims=0, statistic="logvar"),
+            "unknown statistic 'logvar'; valid: mu, kl, kl_mean, kl_certainty",
+        ),
+        (dict(dims=0, mode="average"), "unknown mode 'average'; valid: gradcam, elementwise"),
+        (dict(dims=0, layer="encoder.99"), "encoder.3"),
+    ],
+)
 def test_factor_cam_bad_input(vae, sprites, kwargs, message):
     with pytest.raises(ValueError, match=message):
         vm.explain.factor_cam(vae, sprites.images, **kwargs)
@@ -239,8 +258,12 @@ def test_factor_cam_says_what_it_needs_before_any_layer_lookup():
     class OnlyMu(torch.nn.Module):  # an encoder that forgot its log-variance
         def __init__(self):
             super().__init__()
-            self.encoder = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
-                                               torch.nn.Flatten(), torch.nn.Linear(2 * 62 * 62, 10))
+            self.encoder = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 2, 3),
+                torch.nn.ReLU(),
+                torch.nn.Flatten(),
+                torch.nn.Linear(2 * 62 * 62, 10),
+            )
 
         def forward(self, x):
             return (self.encoder(x),)
@@ -274,8 +297,9 @@ def test_factor_cam_is_the_derived_kl_gradient(vae, sprites, i, layer):
     a, mean, certainty, dkl = _terms(vae, x, i, vae.encoder[layer])
     assert_maps_close(mean + certainty, dkl, 1e-12, msg="the two terms")
     by_hand = torch.nn.functional.relu((torch.nn.functional.relu(dkl) * a).sum(1, keepdim=True))
-    by_hand = torch.nn.functional.interpolate(by_hand, size=(64, 64), mode="bilinear",
-                                              align_corners=False)
+    by_hand = torch.nn.functional.interpolate(
+        by_hand, size=(64, 64), mode="bilinear", align_corners=False
+    )
     lib = vm.explain.factor_cam(vae, x, i, layer=f"encoder.{layer}")
     assert_maps_close(by_hand, lib, 1e-12, msg="by hand")
     # ... and it is neither the mu map nor the map without the inner ReLU
@@ -369,11 +393,14 @@ def test_spatial_broadcast_decoder_tiles_z_beside_the_coordinates():
     assert h.shape == (2, 5, 32, 32)
     assert torch.equal(h[:, :3], z[:, :, None, None].expand(2, 3, 32, 32))
     grid = torch.linspace(-1, 1, 32).double()  # the buffer is float32, cast to z's dtype
-    assert torch.equal(h[0, 3], grid[None].expand(32, 32)) and torch.equal(h[0, 4], grid[:, None].expand(32, 32))
+    assert torch.equal(h[0, 3], grid[None].expand(32, 32)) and torch.equal(
+        h[0, 4], grid[:, None].expand(32, 32)
+    )
     vae = vm.vae.BroadcastVAE()
     assert isinstance(vae.decoder, vm.vae.SpatialBroadcastDecoder)
     assert [k for k in vae.state_dict() if k.startswith("encoder.")] == [
-        k for k in vm.vae.SpritesVAE().state_dict() if k.startswith("encoder.")]
+        k for k in vm.vae.SpritesVAE().state_dict() if k.startswith("encoder.")
+    ]
 
 
 def test_encoder_only_checkpoints_encode_and_refuse_to_decode():
@@ -381,12 +408,16 @@ def test_encoder_only_checkpoints_encode_and_refuse_to_decode():
     x = vm.data.make_sprites(4, seed=0, objects=2).images
     for name, architecture in vm.models.ENCODERS.items():
         entry = files[f"{name}.pt"]
-        assert entry["encoder_only"] and entry["command"].startswith("python -m vismap.train --only")
+        assert entry["encoder_only"] and entry["command"].startswith(
+            "python -m vismap.train --only"
+        )
         model = vm.models.load_pretrained(name)
         assert type(model) is architecture
         mu, logvar = model(x)
         assert mu.shape == logvar.shape == (4, vm.vae.LATENTS)
-        with pytest.raises(RuntimeError, match=f"{name} is an encoder-only checkpoint.*'sprites2-vae'"):
+        with pytest.raises(
+            RuntimeError, match=f"{name} is an encoder-only checkpoint.*'sprites2-vae'"
+        ):
             model.decode(mu)
     steps = vm.train_vae.VAE_RECIPES["sprites2-vae"]["snapshots"]
     assert {f"sprites2-vae-step{s}" for s in steps} <= set(vm.models.ENCODERS)
@@ -394,7 +425,12 @@ def test_encoder_only_checkpoints_encode_and_refuse_to_decode():
 
 @pytest.mark.slow  # four steps of the two-object VAE, then its held-out measures
 def test_train_command_keeps_the_snapshots_as_encoders(tmp_path, monkeypatch):
-    small = {**vm.train_vae.VAE_RECIPES["sprites2-vae"], "steps": 4, "batch_size": 8, "snapshots": (2,)}
+    small = {
+        **vm.train_vae.VAE_RECIPES["sprites2-vae"],
+        "steps": 4,
+        "batch_size": 8,
+        "snapshots": (2,),
+    }
     monkeypatch.setitem(vm.train_vae.VAE_RECIPES, "sprites2-vae", small)
     monkeypatch.setattr(vm.train_vae, "SNAPSHOT_EVERY", 2)
     monkeypatch.setattr(vm.train_vae, "HELDOUT_IMAGES", 64)
@@ -411,7 +447,10 @@ def test_train_command_keeps_the_snapshots_as_encoders(tmp_path, monkeypatch):
     assert any(k.startswith("decoder.") for k in whole)
     assert set(kept) == {k for k in whole if k.startswith("encoder.")}
     assert files["sprites2-vae-step2.pt"]["step"] == 2
-    assert files["sprites2-vae-step2.pt"]["command"] == "python -m vismap.train --only sprites2-vae --seed 0"
+    assert (
+        files["sprites2-vae-step2.pt"]["command"]
+        == "python -m vismap.train --only sprites2-vae --seed 0"
+    )
     record = files["sprites2-vae.pt"]
     assert record["architecture"] == "BroadcastVAE" and record["steps"] == 4
     assert set(record["object_latents"]) == {"A", "B"}
@@ -423,6 +462,7 @@ def test_train_command_keeps_the_snapshots_as_encoders(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", vm.data.ANOMALIES)
 def test_anomalies_are_new_pixels_away_from_the_sprite(kind):
     from scipy import ndimage
+
     clean = vm.data.make_sprites(40, seed=2).images
     dirty, masks = vm.data.add_anomalies(clean, seed=1, kind=kind)
     assert torch.equal(dirty[:, 0] != clean[:, 0], masks)  # the mask is exactly what changed
@@ -457,10 +497,14 @@ def test_the_kl_parts_are_the_two_terms_of_the_derivation():
     handle.remove()
     (dmu,) = torch.autograd.grad(mu[:, 4].sum(), stored["A"], retain_graph=True)
     (dlogvar,) = torch.autograd.grad(logvar[:, 4].sum(), stored["A"])
-    terms = {"kl_mean": mu[:, 4].detach()[:, None, None, None] * dmu,
-             "kl_certainty": 0.5 * (logvar[:, 4].detach().exp() - 1)[:, None, None, None] * dlogvar}
+    terms = {
+        "kl_mean": mu[:, 4].detach()[:, None, None, None] * dmu,
+        "kl_certainty": 0.5 * (logvar[:, 4].detach().exp() - 1)[:, None, None, None] * dlogvar,
+    }
     A = stored["A"].detach()
     for name, grad in terms.items():
-        by_hand = torch.nn.functional.relu((torch.nn.functional.relu(grad) * A).sum(1, keepdim=True))
+        by_hand = torch.nn.functional.relu(
+            (torch.nn.functional.relu(grad) * A).sum(1, keepdim=True)
+        )
         library = vm.explain.factor_cam(vae, x, 4, statistic=name, upsampled=False)
         assert_maps_close(library, by_hand, 1e-12, name)

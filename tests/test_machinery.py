@@ -29,8 +29,13 @@ def test_one_target_normaliser_for_every_form():
 
 def test_one_baseline_parser():
     x = torch.rand(2, 3, 4, 4)
-    for baseline in (0.5, torch.tensor(0.5), torch.full((3, 1, 1), 0.5), torch.full((3, 4, 4), 0.5),
-                     torch.full((2, 3, 4, 4), 0.5)):
+    for baseline in (
+        0.5,
+        torch.tensor(0.5),
+        torch.full((3, 1, 1), 0.5),
+        torch.full((3, 4, 4), 0.5),
+        torch.full((2, 3, 4, 4), 0.5),
+    ):
         assert torch.equal(baseline_like(baseline, x), torch.full_like(x, 0.5)), baseline
     with pytest.raises(ValueError, match=r"broadcastable to x \(2, 3, 4, 4\) \(one colour"):
         baseline_like(torch.zeros(5), x)

@@ -293,11 +293,13 @@ def test_deletion_bad_input():
 @pytest.mark.portable
 def test_ranks_equal_scipy_rankdata_with_ties():
     g = torch.Generator().manual_seed(3)
-    for rows in (torch.randint(0, 4, (4, 50), generator=g).double(),  # many ties
-                 torch.rand(3, 200, generator=g, dtype=torch.float64),  # none
-                 torch.zeros(2, 7, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)):
-        np.testing.assert_array_equal(M._ranks(rows).numpy(),
-                                      stats.rankdata(rows.numpy(), axis=1))
+    for rows in (
+        torch.randint(0, 4, (4, 50), generator=g).double(),  # many ties
+        torch.rand(3, 200, generator=g, dtype=torch.float64),  # none
+        torch.zeros(2, 7, dtype=torch.float64),
+        torch.ones(1, 1, dtype=torch.float64),
+    ):
+        np.testing.assert_array_equal(M._ranks(rows).numpy(), stats.rankdata(rows.numpy(), axis=1))
 
 
 @pytest.mark.portable
@@ -423,7 +425,6 @@ def test_box_iou_and_localization_accuracy():
         M.pointing_game(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4))
 
 
-
 # ------------------------------------------------------------------ the tables of bad inputs
 
 
@@ -435,17 +436,22 @@ def cnn_and_images(pretrained):
 
 PERTURBATION = {
     "x wrong channels": (lambda x, t, m: dict(x=x[:, :1]), ValueError, "x has 1"),
-    "x a size the model cannot take": (lambda x, t, m: dict(x=x[..., :32, :32],
-                                                            maps=m[..., :32, :32]),
-                                       ValueError, "(3, 64, 64)"),
+    "x a size the model cannot take": (
+        lambda x, t, m: dict(x=x[..., :32, :32], maps=m[..., :32, :32]),
+        ValueError,
+        "(3, 64, 64)",
+    ),
     "x float64": (lambda x, t, m: dict(x=x.double()), ValueError, "x is torch.float64"),
     "x 3-D": (lambda x, t, m: dict(x=x[0]), ValueError, "x[None]"),
     "model None": (lambda x, t, m: dict(model=None), TypeError, "model"),
     "target None": (lambda x, t, m: dict(target=None), TypeError, "target"),
     "target a string": (lambda x, t, m: dict(target="circle"), TypeError, "target"),
     "target 2-D": (lambda x, t, m: dict(target=t[:, None]), ValueError, "target has shape"),
-    "target callable": (lambda x, t, m: dict(target=lambda out: out[:, 0]), ValueError,
-                        "not a callable target"),
+    "target callable": (
+        lambda x, t, m: dict(target=lambda out: out[:, 0]),
+        ValueError,
+        "not a callable target",
+    ),
     "target out of range": (lambda x, t, m: dict(target=6), ValueError, "out of range"),
     "maps numpy": (lambda x, t, m: dict(maps=m.numpy()), TypeError, "maps"),
     "maps NaN": (lambda x, t, m: dict(maps=m * float("nan")), ValueError, "maps"),
@@ -460,19 +466,25 @@ PERTURBATION = {
 }
 
 
-
 @pytest.mark.parametrize("case", list(PERTURBATION))
-@pytest.mark.parametrize("function", ["deletion_auc", "insertion_auc", "deletion_curve",
-                                      "insertion_curve"])
+@pytest.mark.parametrize(
+    "function", ["deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"]
+)
 def test_perturbation_metrics_bad_input(function, case, cnn_and_images):
     model, x, labels = cnn_and_images
     maps = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     make, error, word = PERTURBATION[case]
-    call = {"model": model, "x": x, "target": labels, "maps": maps, "steps": 2,
-            "baseline": 0.0, **make(x, labels, maps)}
+    call = {
+        "model": model,
+        "x": x,
+        "target": labels,
+        "maps": maps,
+        "steps": 2,
+        "baseline": 0.0,
+        **make(x, labels, maps),
+    }
     raises_own(error, (word,), lambda: getattr(M, function)(**call))
     assert hook_count(model) == 0
-
 
 
 # Calls of the metrics of maps alone, with the error and a word its message must contain.
@@ -485,38 +497,71 @@ BOXES = torch.tensor([[10, 20, 40, 30]] * 2)
 
 MAP_METRICS = {
     "pointing_game maps numpy": (lambda: M.pointing_game(MAPS.numpy(), MASKS), TypeError, "maps"),
-    "pointing_game masks numpy": (lambda: M.pointing_game(MAPS, MASKS.numpy()), TypeError,
-                                  "masks"),
-    "pointing_game masks size": (lambda: M.pointing_game(MAPS, MASKS[:, :32]), ValueError,
-                                 "masks"),
-    "pointing_game masks one too few": (lambda: M.pointing_game(MAPS, MASKS[:1]), ValueError,
-                                        "masks"),
-    "pointing_game maps NaN": (lambda: M.pointing_game(MAPS * float("nan"), MASKS), ValueError,
-                               "maps"),
-    "pointing_game tolerance -1": (lambda: M.pointing_game(MAPS, MASKS, tolerance=-1),
-                                   ValueError, "tolerance"),
-    "pointing_game tolerance 1.5": (lambda: M.pointing_game(MAPS, MASKS, tolerance=1.5),
-                                    ValueError, "tolerance"),
-    "relevance_mass maps numpy": (lambda: M.relevance_mass(MAPS.numpy(), MASKS), TypeError,
-                                  "maps"),
-    "relevance_mass maps NaN": (lambda: M.relevance_mass(MAPS * float("nan"), MASKS),
-                                ValueError, "maps"),
-    "relevance_mass masks size": (lambda: M.relevance_mass(MAPS, MASKS[:, :32]), ValueError,
-                                  "masks"),
-    "box_from_map threshold 2": (lambda: M.box_from_map(MAPS, threshold=2), ValueError,
-                                 "threshold"),
-    "box_from_map threshold -1": (lambda: M.box_from_map(MAPS, threshold=-1), ValueError,
-                                  "threshold"),
+    "pointing_game masks numpy": (lambda: M.pointing_game(MAPS, MASKS.numpy()), TypeError, "masks"),
+    "pointing_game masks size": (lambda: M.pointing_game(MAPS, MASKS[:, :32]), ValueError, "masks"),
+    "pointing_game masks one too few": (
+        lambda: M.pointing_game(MAPS, MASKS[:1]),
+        ValueError,
+        "masks",
+    ),
+    "pointing_game maps NaN": (
+        lambda: M.pointing_game(MAPS * float("nan"), MASKS),
+        ValueError,
+        "maps",
+    ),
+    "pointing_game tolerance -1": (
+        lambda: M.pointing_game(MAPS, MASKS, tolerance=-1),
+        ValueError,
+        "tolerance",
+    ),
+    "pointing_game tolerance 1.5": (
+        lambda: M.pointing_game(MAPS, MASKS, tolerance=1.5),
+        ValueError,
+        "tolerance",
+    ),
+    "relevance_mass maps numpy": (lambda: M.relevance_mass(MAPS.numpy(), MASKS), TypeError, "maps"),
+    "relevance_mass maps NaN": (
+        lambda: M.relevance_mass(MAPS * float("nan"), MASKS),
+        ValueError,
+        "maps",
+    ),
+    "relevance_mass masks size": (
+        lambda: M.relevance_mass(MAPS, MASKS[:, :32]),
+        ValueError,
+        "masks",
+    ),
+    "box_from_map threshold 2": (
+        lambda: M.box_from_map(MAPS, threshold=2),
+        ValueError,
+        "threshold",
+    ),
+    "box_from_map threshold -1": (
+        lambda: M.box_from_map(MAPS, threshold=-1),
+        ValueError,
+        "threshold",
+    ),
     "box_from_map one map": (lambda: M.box_from_map(MAPS[0, 0]), ValueError, "maps"),
     "box_from_map maps numpy": (lambda: M.box_from_map(MAPS.numpy()), TypeError, "maps"),
-    "localization_accuracy boxes (n, 3)": (lambda: M.localization_accuracy(MAPS, BOXES[:, :3]),
-                                           ValueError, "boxes"),
-    "localization_accuracy boxes numpy": (lambda: M.localization_accuracy(MAPS, BOXES.numpy()),
-                                          TypeError, "boxes"),
+    "localization_accuracy boxes (n, 3)": (
+        lambda: M.localization_accuracy(MAPS, BOXES[:, :3]),
+        ValueError,
+        "boxes",
+    ),
+    "localization_accuracy boxes numpy": (
+        lambda: M.localization_accuracy(MAPS, BOXES.numpy()),
+        TypeError,
+        "boxes",
+    ),
     "localization_accuracy boxes one too few": (
-        lambda: M.localization_accuracy(MAPS, BOXES[:1]), ValueError, "boxes"),
-    "localization_accuracy iou 2": (lambda: M.localization_accuracy(MAPS, BOXES, iou=2),
-                                    ValueError, "iou"),
+        lambda: M.localization_accuracy(MAPS, BOXES[:1]),
+        ValueError,
+        "boxes",
+    ),
+    "localization_accuracy iou 2": (
+        lambda: M.localization_accuracy(MAPS, BOXES, iou=2),
+        ValueError,
+        "iou",
+    ),
     "box_iou (n, 3)": (lambda: M.box_iou(BOXES, BOXES[:, :3]), ValueError, "boxes"),
     "importance numpy": (lambda: M.importance(MAPS.numpy()), TypeError, "maps"),
     "importance one map": (lambda: M.importance(MAPS[0, 0]), ValueError, "maps"),
@@ -525,19 +570,16 @@ MAP_METRICS = {
     "ssim one too few": (lambda: M.ssim(MAPS, MAPS[:1]), ValueError, "same shape"),
     "ssim numpy": (lambda: M.ssim(MAPS.numpy(), MAPS), TypeError, "must be a torch"),
     "pixel_auroc maps numpy": (lambda: M.pixel_auroc(MAPS.numpy(), MASKS), TypeError, "maps"),
-    "pixel_auroc masks one too few": (lambda: M.pixel_auroc(MAPS, MASKS[:1]), ValueError,
-                                      "masks"),
+    "pixel_auroc masks one too few": (lambda: M.pixel_auroc(MAPS, MASKS[:1]), ValueError, "masks"),
     "blur sigma a string": (lambda: M.blur(MAPS, sigma="a"), ValueError, "sigma"),
     "blur sigma 0": (lambda: M.blur(MAPS, sigma=0), ValueError, "sigma"),
 }
-
 
 
 @pytest.mark.parametrize("case", list(MAP_METRICS))
 def test_map_metrics_bad_input(case):
     call, error, word = MAP_METRICS[case]
     raises_own(error, (word,), call)
-
 
 
 RANDOMIZATION = {
@@ -554,13 +596,11 @@ RANDOMIZATION = {
 }
 
 
-
 @pytest.mark.parametrize("case", list(RANDOMIZATION))
 def test_randomization_check_bad_input_table(case, cnn_and_images):
     model, x, labels = cnn_and_images
     parts, error, word = RANDOMIZATION[case]
-    call = {"model": model, "x": x, "target": labels,
-            "method": E.saliency, **parts}
+    call = {"model": model, "x": x, "target": labels, "method": E.saliency, **parts}
     message = raises_own(error, (word,), lambda: M.randomization_check(**call))
     if error is TypeError and word == "layers":
         assert "'classifier.4'" in message  # the names it could have given

@@ -4,9 +4,8 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import assert_maps_close
+from torch import nn
 
 import vismap as vm
 from vismap.models import ARCHITECTURES, CheckpointError, load_pretrained, read_manifest
@@ -75,8 +74,9 @@ def test_multilabel_loss_by_hand_and_what_it_pins():
     # it charges the absent classes for it.
     shifted = z + 5.0
     soft = t / t.sum(1, keepdim=True)
-    torch.testing.assert_close(vm.train.soft_cross_entropy(shifted, soft),
-                               vm.train.soft_cross_entropy(z, soft))
+    torch.testing.assert_close(
+        vm.train.soft_cross_entropy(shifted, soft), vm.train.soft_cross_entropy(z, soft)
+    )
     assert vm.train.multilabel_loss(shifted, t) > vm.train.multilabel_loss(z, t) + 4
     assert set(vm.train.LOSSES) == {"cross_entropy", "multilabel"}
 
@@ -96,8 +96,9 @@ def test_fit_reduces_the_loss_and_is_seeded():
     def run():
         torch.manual_seed(0)
         net = vm.models.shapes_gap(batchnorm=True)
-        return net, vm.train.fit(net, data.images, data.labels, steps=40, batch_size=16,
-                                 progress=False)
+        return net, vm.train.fit(
+            net, data.images, data.labels, steps=40, batch_size=16, progress=False
+        )
 
     net, losses = run()
     assert not net.training
@@ -105,8 +106,9 @@ def test_fit_reduces_the_loss_and_is_seeded():
     assert run()[1] == losses  # same seed, same losses
     with pytest.raises(ValueError, match="differ in length"):
         vm.train.fit(net, data.images, data.labels[:5], steps=1)
-    with pytest.raises(ValueError, match="unknown loss 'hinge'; valid losses: cross_entropy, "
-                                         "multilabel"):
+    with pytest.raises(
+        ValueError, match="unknown loss 'hinge'; valid losses: cross_entropy, multilabel"
+    ):
         vm.train.fit(net, data.images, data.labels, steps=1, loss="hinge")
     with pytest.raises(ValueError, match=r"multilabel loss needs one 0/1 target per class"):
         vm.train.fit(net, data.images, data.labels, steps=1, loss="multilabel")
@@ -193,9 +195,13 @@ def pair_maps():
     two classes of 200 two-object scenes, plain and counterfactual."""
     pairs = vm.data.make_shapes(200, seed=779, objects=2)
     cnn = load_pretrained("shapes-cnn")
-    maps = {(j, cf): vm.explain.gradcam(cnn, pairs.images, pairs.labels[:, j],
-                                        layer="features.10", counterfactual=cf)
-            for j in (0, 1) for cf in (False, True)}
+    maps = {
+        (j, cf): vm.explain.gradcam(
+            cnn, pairs.images, pairs.labels[:, j], layer="features.10", counterfactual=cf
+        )
+        for j in (0, 1)
+        for cf in (False, True)
+    }
     return pairs, maps
 
 
@@ -210,10 +216,10 @@ def _pointing(pairs, maps, counterfactual):
 
 
 def test_gradcam_is_class_discriminative_on_pairs(pair_maps):
-    # Issue 12's target. shapes-cnn is trained with one sigmoid per class
+    # The course's target. shapes-cnn is trained with one sigmoid per class
     # (vismap.train.multilabel_loss) for 10,000 steps: measured 0.87 / 0.000 on these scenes,
-    # 0.86-0.90 (mean 0.88) over ten held-out sets of 200 pairs. The softmax-trained model scored about
-    # 0.5 / 0.19; the multi-label one after 5,000 steps 0.835 / 0.002 (0.80-0.85).
+    # 0.86-0.90 (mean 0.88) over ten held-out sets of 200 pairs. The softmax-trained model scored
+    # about 0.5 / 0.19; the multi-label one after 5,000 steps 0.835 / 0.002 (0.80-0.85).
     own, other = _pointing(*pair_maps, counterfactual=False)
     assert own >= 0.85 and other <= 0.05, (own, other)
 
@@ -271,7 +277,7 @@ def test_input_gradient_predicts_a_small_step():
 # --------------------------------------------------------------------------------------------
 
 
-def test_mixed_scenes_targets():
+def test_mixed_scenes_images_and_targets():
     images, targets = vm.train.mixed_scenes(6, 4, seed=5)
     assert images.shape == (10, 3, 64, 64) and targets.shape == (10, len(vm.data.SHAPE_CLASSES))
     torch.testing.assert_close(targets.sum(1), torch.ones(10))
@@ -310,8 +316,9 @@ def test_fit_with_two_object_targets_and_shifts(loss):
     images, targets = vm.train.mixed_scenes(128, 128, seed=6, multilabel=loss == "multilabel")
     torch.manual_seed(0)
     net = vm.models.shapes_gap(batchnorm=True)
-    losses = vm.train.fit(net, images, targets, steps=40, batch_size=16, shift=1.0, loss=loss,
-                          progress=False)
+    losses = vm.train.fit(
+        net, images, targets, steps=40, batch_size=16, shift=1.0, loss=loss, progress=False
+    )
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
 
 

@@ -29,8 +29,10 @@ DECKS = [TALK, TALK_ZH]
 SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes", "-"}
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # a 1x1 PNG: stands in for a figure when the export is tested without running the deck
-PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
-         "RU5ErkJggg==")
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+    "RU5ErkJggg=="
+)
 
 
 def _load_script():
@@ -91,16 +93,23 @@ def _labels(nb) -> set[str]:
         if cell.cell_type != "code":
             continue
         for node in ast.walk(_code(cell.source)):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ("tr", "lab") and node.args
-                    and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("tr", "lab")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 found.add(node.args[0].value)
     return found
 
 
 def _fields(template: str) -> list[str]:
-    return sorted(f"{name}:{spec}" for _, name, spec, _ in string.Formatter().parse(template)
-                  if name is not None)
+    return sorted(
+        f"{name}:{spec}"
+        for _, name, spec, _ in string.Formatter().parse(template)
+        if name is not None
+    )
 
 
 def _math(text: str) -> list[str]:
@@ -136,12 +145,14 @@ def test_deck_is_a_slide_deck(path):
 def test_every_slide_has_a_title_and_speaker_notes(path):
     for k, cells in enumerate(_slides(_read(path)), start=1):
         first = cells[0]
-        assert first.cell_type == "markdown" and re.match(r"#{1,2} \S", first.source), \
+        assert first.cell_type == "markdown" and re.match(r"#{1,2} \S", first.source), (
             f"slide {k} starts without a title: {first.source[:60]!r}"
+        )
         notes = [c for c in cells if _slide_type(c) == "notes"]
         said = " ".join(c.source for c in notes)
-        assert len(said.split()) >= 15 or len(CJK.findall(said)) >= 40, \
+        assert len(said.split()) >= 15 or len(CJK.findall(said)) >= 40, (
             f"slide {k} ({first.source.splitlines()[0]}) has no speaker notes"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +163,7 @@ def test_every_slide_has_a_title_and_speaker_notes(path):
 def test_the_chinese_deck_has_the_same_slides_and_code():
     en, zh = _read(TALK), _read(TALK_ZH)
     assert len(en.cells) == len(zh.cells)
-    for k, (a, b) in enumerate(zip(en.cells, zh.cells)):
+    for k, (a, b) in enumerate(zip(en.cells, zh.cells, strict=True)):
         assert a.cell_type == b.cell_type, f"cell {k}"
         assert a.metadata.get("slideshow") == b.metadata.get("slideshow"), f"cell {k}"
         assert a.metadata.get("tags") == b.metadata.get("tags"), f"cell {k}"
@@ -160,9 +171,9 @@ def test_the_chinese_deck_has_the_same_slides_and_code():
             assert a.source == b.source, f"code cell {k} differs: only the language cell may"
         if a.cell_type == "markdown":
             assert _math(a.source) == _math(b.source), f"cell {k}: the formulas differ"
-            assert [line[:line.index(" ")] for line in a.source.splitlines()
-                    if line.startswith("#")] == [line[:line.index(" ")] for line in
-                                                 b.source.splitlines() if line.startswith("#")]
+            assert [
+                line[: line.index(" ")] for line in a.source.splitlines() if line.startswith("#")
+            ] == [line[: line.index(" ")] for line in b.source.splitlines() if line.startswith("#")]
             assert CJK.search(b.source), f"markdown cell {k} of the Chinese deck is not Chinese"
     assert _language(en) == ("en", {})
     assert en.metadata.get("language", "en") == "en" and zh.metadata["language"] == "zh"
@@ -177,15 +188,29 @@ def test_every_label_is_translated_with_the_same_numbers():
     assert not missing, f"no Chinese for: {missing}"
     for english, chinese in text.items():
         assert _fields(english) == _fields(chinese), f"{english!r} -> {chinese!r}"
-        if re.search(r"[a-z]{4}", re.sub(r"\{[^}]*\}|Grad-CAM|CAM|Liu et al\.|shapes-\w+", "",
-                                         english)):
+        if re.search(
+            r"[a-z]{4}", re.sub(r"\{[^}]*\}|Grad-CAM|CAM|Liu et al\.|shapes-\w+", "", english)
+        ):
             assert CJK.search(chinese), f"not translated: {english!r}"
 
 
 def test_the_chinese_deck_uses_the_source_documents_terms():
     zh = "\n".join(c.source for c in _read(TALK_ZH).cells if c.cell_type == "markdown")
-    for term in ("卷积", "序列数据", "细粒度", "粗粒度", "序列不变性", "梯度下降", "胸腔积液",
-                 "反卷积网络", "导向反向传播", "因子分布", "因子激活映射", "潜变量", "标签"):
+    for term in (
+        "卷积",
+        "序列数据",
+        "细粒度",
+        "粗粒度",
+        "序列不变性",
+        "梯度下降",
+        "胸腔积液",
+        "反卷积网络",
+        "导向反向传播",
+        "因子分布",
+        "因子激活映射",
+        "潜变量",
+        "标签",
+    ):
         assert term in zh, term
     glossary = (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8")
     for term in ("因子激活映射", "因子分布损失", "重构误差", "异常定位"):
@@ -198,8 +223,11 @@ def test_the_chinese_deck_uses_the_source_documents_terms():
 
 
 def test_the_talk_describes_factor_maps_as_the_library_computes_them():
-    defaults = {k: p.default for k, p in inspect.signature(vm.explain.factor_cam).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(vm.explain.factor_cam).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     for path in DECKS:
         nb = _read(path)
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -210,12 +238,18 @@ def test_the_talk_describes_factor_maps_as_the_library_computes_them():
         assert (defaults["statistic"], defaults["mode"]) == ("kl", "elementwise")
         assert defaults["layer"] in prose, "the notes name the layer the library uses"
         assert "HAVE_VAE" not in code, "no fallback: the checkpoints ship with the course"
-        assert not re.search(r"encoder\.\d", prose.replace(defaults["layer"], "")), \
+        assert not re.search(r"encoder\.\d", prose.replace(defaults["layer"], "")), (
             "the prose names a layer the library does not use"
+        )
         assert r"\mathrm{KL}_i" in prose and r"\odot A^k" in prose
         # ZF's occlusion and top-9 patches, and the negative finding, are in the deck
-        for call in ("vm.explain.occlusion(", "vm.explain.zeiler_fergus(", "topk(TOP)",
-                     "vm.metrics.pixel_auroc(", "vae.reconstruct("):
+        for call in (
+            "vm.explain.occlusion(",
+            "vm.explain.zeiler_fergus(",
+            "topk(TOP)",
+            "vm.metrics.pixel_auroc(",
+            "vae.reconstruct(",
+        ):
             assert call in code, call
 
 
@@ -301,13 +335,18 @@ def test_export_opens_offline(path, assets):
     for url in page.loads:
         if not url.startswith("data:"):
             assert (assets / url.split("?")[0]).is_file(), f"{url} is referenced but not there"
-    for part in ("reveal.js/plugin/notes/notes.js", "mathjax/config/Safe.js",
-                 "mathjax/jax/output/HTML-CSS/fonts/STIX-Web", "mathjax/fonts/HTML-CSS/STIX-Web/woff",
-                 "reveal.js/dist/theme/fonts/source-sans-pro/source-sans-pro.css"):
+    for part in (
+        "reveal.js/plugin/notes/notes.js",
+        "mathjax/config/Safe.js",
+        "mathjax/jax/output/HTML-CSS/fonts/STIX-Web",
+        "mathjax/fonts/HTML-CSS/STIX-Web/woff",
+        "reveal.js/dist/theme/fonts/source-sans-pro/source-sans-pro.css",
+    ):
         assert (assets / make_slides.ASSETS / part).exists(), part
     theme = re.search(r'href="(talk_files/reveal.js/dist/theme/[\w-]+\.css)"', html).group(1)
-    assert not re.search(r"@import\s+url\(\s*['\"]?(https?:)?//", (assets / theme).read_text()), \
+    assert not re.search(r"@import\s+url\(\s*['\"]?(https?:)?//", (assets / theme).read_text()), (
         "the theme would fetch web fonts"
+    )
 
 
 def test_the_libraries_come_from_python_packages():

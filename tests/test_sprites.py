@@ -57,8 +57,10 @@ def test_two_objects_never_overlap_nor_touch(pairs):
 
 def test_two_objects_are_told_apart_by_side(pairs):
     cols = torch.arange(64).float()
-    centre = [(pairs.masks[:, k].any(1).float() * cols).sum(1) / pairs.masks[:, k].any(1).sum(1)
-              for k in range(2)]
+    centre = [
+        (pairs.masks[:, k].any(1).float() * cols).sum(1) / pairs.masks[:, k].any(1).sum(1)
+        for k in range(2)
+    ]
     assert (centre[0] < 32).all() and (centre[1] > 32).all()
     # Object A's position factor moves object A, and only A.
     f = pairs.factors[:2].clone()
@@ -98,10 +100,15 @@ def test_bad_objects(objects):
         vm.data.make_sprites(5, seed=0, objects=objects)
 
 
-@pytest.mark.parametrize("n, seed, match", [(0, 0, "n must be a positive integer"),
-                                           (2.5, 0, "n must be a positive integer"),
-                                           (4, -1, "seed must be a non-negative integer"),
-                                           (4, "a", "seed must be a non-negative integer")])
+@pytest.mark.parametrize(
+    "n, seed, match",
+    [
+        (0, 0, "n must be a positive integer"),
+        (2.5, 0, "n must be a positive integer"),
+        (4, -1, "seed must be a non-negative integer"),
+        (4, "a", "seed must be a non-negative integer"),
+    ],
+)
 def test_bad_n_and_seed_for_two_objects(n, seed, match):
     with pytest.raises(ValueError, match=match):
         vm.data.make_sprites(n, seed=seed, objects=2)

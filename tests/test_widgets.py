@@ -57,10 +57,12 @@ def drawn(ax):
 
 def seeded(method):
     """``method`` run with torch's generator seeded with 0, as the explorer runs it."""
+
     def run(*args, **kwargs):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return method(*args, **kwargs)
+
     return run
 
 
@@ -142,20 +144,28 @@ def test_shown_map_by_hand():
 
 def test_render_explorer_bad_input(cnn, scenes):
     image = scenes.images[0]
-    with pytest.raises(ValueError, match=r"expected an image of shape \(3, 64, 64\) or "
-                                         r"\(1, 3, 64, 64\), got \(64, 64, 3\).*permute"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected an image of shape \(3, 64, 64\) or "
+        r"\(1, 3, 64, 64\), got \(64, 64, 3\).*permute",
+    ):
         W.render_explorer(cnn, image.permute(1, 2, 0), 0, "gradient")
     with pytest.raises(ValueError, match=r"got \(3, 32, 32\)"):
         W.render_explorer(cnn, image[:, :32, :32], 0, "gradient")
     with pytest.raises(ValueError, match=r"got \(4, 3, 64, 64\).*images\[i\]"):
         W.render_explorer(cnn, scenes.images, 0, "gradient")
-    with pytest.raises(ValueError, match="unknown method 'grad-cam'; valid names: saliency, "
-                                         "deconvnet, .*gradcam.*titles: gradient, .*Grad-CAM"):
+    with pytest.raises(
+        ValueError,
+        match="unknown method 'grad-cam'; valid names: saliency, "
+        "deconvnet, .*gradcam.*titles: gradient, .*Grad-CAM",
+    ):
         W.render_explorer(cnn, image, 0, "grad-cam")
     with pytest.raises(ValueError, match="explains a VAE's latent factors.*latent_explorer"):
         W.render_explorer(cnn, image, 0, "factor_cam")
-    with pytest.raises(ValueError, match="unknown layer 'features.99'; .*features.0, "
-                                         "features.3, features.6, features.9"):
+    with pytest.raises(
+        ValueError,
+        match="unknown layer 'features.99'; .*features.0, features.3, features.6, features.9",
+    ):
         W.render_explorer(cnn, image, 0, "Grad-CAM", "features.99")
     with pytest.raises(ValueError, match="unknown target class 'dog'; valid classes: circle"):
         W.render_explorer(cnn, image, "dog", "gradient")
@@ -189,21 +199,26 @@ def test_changing_a_control_updates_the_figure(cnn, scenes):
     assert c["layer"].disabled  # fine-grained: no layer
     np.testing.assert_allclose(
         drawn(w.result["axes"][1])[0],
-        W.shown_map(E.guided_backprop(cnn, scenes.images[:1], int(scenes.labels[0]))))
+        W.shown_map(E.guided_backprop(cnn, scenes.images[:1], int(scenes.labels[0]))),
+    )
     assert not np.allclose(w.result["shown"], first["shown"])
 
     c["method"].value = "gradcam"
     c["layer"].value = "features.6"
     assert w.result["layer"] == "features.6" and "features.6" in w.result["title"]
     before = w.result["title"]
-    c["target"].value = next(k for k in range(len(CLASSES))  # not image 2's class, a change
-                             if k not in (c["target"].value, int(scenes.labels[2])))
+    c["target"].value = next(
+        k
+        for k in range(len(CLASSES))  # not image 2's class, a change
+        if k not in (c["target"].value, int(scenes.labels[2]))
+    )
     assert w.result["title"] != before and CLASSES[c["target"].value] in w.result["title"]
 
     c["image"].value = 2  # the target follows the new image's class
     assert c["target"].value == int(scenes.labels[2])
-    np.testing.assert_allclose(drawn(w.result["axes"][0])[0],
-                               scenes.images[2].permute(1, 2, 0).numpy())
+    np.testing.assert_allclose(
+        drawn(w.result["axes"][0])[0], scenes.images[2].permute(1, 2, 0).numpy()
+    )
 
 
 def test_new_scene_one_and_two_objects(cnn, scenes):
@@ -250,8 +265,11 @@ def test_explorer_leaves_the_model_as_it_was(scenes):
 
 
 def test_explorer_bad_input(cnn, scenes):
-    with pytest.raises(ValueError, match=r"expected images of shape \(n, 3, 64, 64\) or one "
-                                         r"image \(3, 64, 64\), got \(4, 1, 64, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected images of shape \(n, 3, 64, 64\) or one "
+        r"image \(3, 64, 64\), got \(4, 1, 64, 64\)",
+    ):
         W.explorer(cnn, scenes.images[:, :1])
     with pytest.raises(ValueError, match="4 images but 3 labels"):
         W.explorer(cnn, scenes.images, scenes.labels[:3])
@@ -287,17 +305,26 @@ def test_render_latents_draws_the_decoded_sprite_and_the_factor_map(vae, sprite)
     torch.testing.assert_close(r["kl"], vm.vae.kl_per_dim(mu, logvar)[0])
     assert "z_{3}" in factor_ax.get_title() and f"{z[3]:.2f}" in decoded_ax.get_title()
     joint = W.render_latents(vae, z, sprite[None], [0, 3], mode="elementwise")
-    np.testing.assert_allclose(joint["shown"], E.factor_cam(
-        vae, sprite[None], [0, 3], mode="elementwise")[0, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        joint["shown"],
+        E.factor_cam(vae, sprite[None], [0, 3], mode="elementwise")[0, 0].numpy(),
+        atol=1e-6,
+    )
 
 
 def test_render_latents_bad_input(vae, sprite):
     z = torch.zeros(vae.latents)
-    with pytest.raises(ValueError, match=r"z needs 10 values, shape \(10,\) or \(1, 10\), "
-                                         r"got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"z needs 10 values, shape \(10,\) or \(1, 10\), "
+        r"got \(3,\)",
+    ):
         W.render_latents(vae, torch.zeros(3), sprite, 0)
-    with pytest.raises(ValueError, match=r"expected an image of shape \(1, 64, 64\) or "
-                                         r"\(1, 1, 64, 64\), got \(3, 64, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected an image of shape \(1, 64, 64\) or "
+        r"\(1, 1, 64, 64\), got \(3, 64, 64\)",
+    ):
         W.render_latents(vae, z, torch.zeros(3, 64, 64), 0)
     with pytest.raises(ValueError, match=r"dim must be a latent dimension 0 \.\. 9"):
         W.render_latents(vae, z, sprite, 10)
@@ -324,8 +351,9 @@ def test_latent_explorer_sliders_and_dropdown(vae, sprite):
 
     w.controls["dim"].value = 7  # the dropdown picks the factor map
     assert w.result["dim"] == 7
-    np.testing.assert_allclose(w.result["shown"],
-                               E.factor_cam(vae, sprite[None], 7)[0, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        w.result["shown"], E.factor_cam(vae, sprite[None], 7)[0, 0].numpy(), atol=1e-6
+    )
 
     w.encode()  # back to mu(x)
     np.testing.assert_allclose(w.sliders[4].value, float(mu[4].clamp(-4, 4)), atol=0.03)

@@ -6,7 +6,6 @@ import copy
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from conftest import assert_maps_close, float64, hook_count, out_of_place
@@ -19,7 +18,6 @@ from vismap._running import fast_layout
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-
 
 # ------------------------------------------------------------------ hand-computed expectations
 
@@ -59,8 +57,10 @@ def test_gradcam_pp_by_hand():
     got = E.gradcam_pp(Net(), a, 0, layer="features", upsampled=False)
     torch.testing.assert_close(got[0, 0], torch.tensor([[5 / 3, 2 / 3], [1.0, 8 / 3]]))
     # Grad-CAM on the same: alpha_k = mean gradient = c_k, M = A^0 + 2 A^1
-    torch.testing.assert_close(E.gradcam(Net(), a, 0, layer="features", upsampled=False)[0, 0],
-                               torch.tensor([[3.0, 2.0], [3.0, 6.0]]))
+    torch.testing.assert_close(
+        E.gradcam(Net(), a, 0, layer="features", upsampled=False)[0, 0],
+        torch.tensor([[3.0, 2.0], [3.0, 6.0]]),
+    )
 
 
 def test_scorecam_by_hand():
@@ -125,8 +125,9 @@ def test_matches_pytorch_grad_cam(ours, theirs, name, layer, size, request):
     for m in reference.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
-    lib = getattr(gradcam_lib, theirs)(model=reference, target_layers=[
-        reference.get_submodule(layer)])
+    lib = getattr(gradcam_lib, theirs)(
+        model=reference, target_layers=[reference.get_submodule(layer)]
+    )
     # In float32 (torchvision's models) the reference is given x in vismap's layout
     # (channels-last on a CPU), so that both run the same kernels.
     given = x if x.dtype == torch.float64 else fast_layout(x)
@@ -147,13 +148,15 @@ def test_matches_captum_layer_gradcam_and_guided_gradcam(name, layer, size, requ
     x = x.to(next(model.parameters()).dtype)
     rel = 1e-12 if x.dtype == torch.float64 else 1e-5  # float32: torchvision's, in float32
     module = model.get_submodule(layer)
-    want = captum_attr.LayerGradCam(model, module).attribute(x, target=[0, 5],
-                                                             relu_attributions=True)
+    want = captum_attr.LayerGradCam(model, module).attribute(
+        x, target=[0, 5], relu_attributions=True
+    )
     got = E.gradcam(model, x, [0, 5], layer=layer, upsampled=False)
     assert_maps_close(got, want, rel, msg=f"{name} Grad-CAM")
     with pytest.warns(UserWarning):
         want = captum_attr.GuidedGradCam(model, module).attribute(
-            x, target=[0, 5], interpolate_mode="bilinear")
+            x, target=[0, 5], interpolate_mode="bilinear"
+        )
     got = E.guided_gradcam(model, x, [0, 5], layer=layer)
     assert_maps_close(got, want, rel, msg=f"{name} guided Grad-CAM")
     assert hook_count(model) == 0
@@ -171,14 +174,14 @@ def test_cam_equals_gradcam_on_a_gap_network(shapes, pretrained):
     assert_maps_close(g, torch.relu(c) / z, 1e-12, msg="Z Grad-CAM = ReLU(CAM)")
     weights = model.classifier[1].weight
     by_weights = E.cam(model, images, shapes.labels, layer="features.10", weights=weights)
-    torch.testing.assert_close(by_weights, E.cam(model, images, shapes.labels,
-                                                 layer="features.10"))
+    torch.testing.assert_close(by_weights, E.cam(model, images, shapes.labels, layer="features.10"))
 
 
 def _pgc(kind, model, layer, x, target, **options):
     reference = out_of_place(model)
-    with getattr(gradcam_lib, kind)(model=reference, target_layers=[
-            reference.get_submodule(layer)], **options) as cam:
+    with getattr(gradcam_lib, kind)(
+        model=reference, target_layers=[reference.get_submodule(layer)], **options
+    ) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
 
 
@@ -216,8 +219,7 @@ class HalfPixelUpsampling(nn.Module):
         self.size = size
 
     def forward(self, maps):
-        return nn.functional.interpolate(maps, size=self.size, mode="bilinear",
-                                         align_corners=False)
+        return nn.functional.interpolate(maps, size=self.size, mode="bilinear", align_corners=False)
 
 
 @pytest.mark.portable
@@ -243,8 +245,9 @@ def test_scorecam_equals_pytorch_grad_cam(reference_case, monkeypatch):
     want = _pgc("ScoreCAM", model, layer, x, target)
     got = E.normalize(E.scorecam(model, x, target, layer=layer))[:, 0]
     # float32 maps in [0, 1] out of pytorch-grad-cam (see Grad-CAM++ above)
-    assert_maps_close(got, torch.from_numpy(want).to(got.dtype), 1e-6 if rel < 1e-6 else 1e-5,
-                      msg=name)
+    assert_maps_close(
+        got, torch.from_numpy(want).to(got.dtype), 1e-6 if rel < 1e-6 else 1e-5, msg=name
+    )
     assert hook_count(model) == 0
     assert (want.reshape(len(want), -1).max(1) > 0).all(), (name, "an empty map proves nothing")
     if as_shipped is not None:
@@ -258,8 +261,12 @@ def test_scorecam_equals_pytorch_grad_cam(reference_case, monkeypatch):
 def test_counterfactual_is_gradcam_of_the_negated_score(shapes, pretrained):
     model = pretrained("shapes-cnn")
     cf = E.gradcam(model, shapes.images, shapes.labels, layer="features.9", counterfactual=True)
-    neg = E.gradcam(model, shapes.images, lambda out: -out.gather(1, shapes.labels[:, None])[:, 0],
-                    layer="features.9")
+    neg = E.gradcam(
+        model,
+        shapes.images,
+        lambda out: -out.gather(1, shapes.labels[:, None])[:, 0],
+        layer="features.9",
+    )
     torch.testing.assert_close(cf, neg)
 
 

@@ -30,8 +30,11 @@ import vismap as vm
 from vismap import explain as E
 
 NAMES = list(E.METHODS)
-FAST = {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2},
-        "occlusion": {"window": 16, "stride": 16}}
+FAST = {
+    "smoothgrad": {"samples": 2},
+    "integrated_gradients": {"steps": 2},
+    "occlusion": {"window": 16, "stride": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,11 @@ def models(pretrained) -> dict[str, nn.Module]:
 @pytest.fixture(scope="module")
 def images() -> dict[str, torch.Tensor]:
     shapes = vm.data.make_shapes(2, seed=9)
-    return {"shapes": shapes.images, "labels": shapes.labels,
-            "sprites": vm.data.make_sprites(2, seed=2).images}
+    return {
+        "shapes": shapes.images,
+        "labels": shapes.labels,
+        "sprites": vm.data.make_sprites(2, seed=2).images,
+    }
 
 
 @dataclass
@@ -64,8 +70,14 @@ class Setting:
     def run(self, **replaced):
         """The entry on this setting, with any of its parts (model, x, target, layer) replaced
         and options added to its fast ones."""
-        call = {"model": self.model, "x": self.x, "target": self.target, "layer": self.layer,
-                **FAST.get(self.entry.name, {}), **replaced}
+        call = {
+            "model": self.model,
+            "x": self.x,
+            "target": self.target,
+            "layer": self.layer,
+            **FAST.get(self.entry.name, {}),
+            **replaced,
+        }
         return self.entry(call.pop("model"), call.pop("x"), call.pop("target"), **call)
 
 
@@ -74,13 +86,13 @@ def setting(name: str, models, images) -> Setting:
     if "VAE" in entry.needs:
         return Setting(entry, models["sprites-vae"], "encoder.3", images["sprites"], [0, 4])
     if "GAP" in entry.needs:
-        return Setting(entry, models["shapes-gap"], "features.10", images["shapes"],
-                       images["labels"])
-    return Setting(entry, models["shapes-cnn"], "features.10", images["shapes"],
-                   images["labels"])
+        return Setting(
+            entry, models["shapes-gap"], "features.10", images["shapes"], images["labels"]
+        )
+    return Setting(entry, models["shapes-cnn"], "features.10", images["shapes"], images["labels"])
 
 
-# ------------------------------------------------------------------ the model and the input left as they were
+# ------------------------------------------------------ the model and the input left as they were
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -97,8 +109,9 @@ def test_every_method_leaves_the_model_as_it_was(name, models, images):
     assert maps.dtype == s.x.dtype and maps.device == s.x.device
     assert torch.isfinite(maps).all() and maps.abs().sum() > 0
     assert model.training and all(m.training for m in model.modules())
-    assert not first.requires_grad and all(p.requires_grad for p in model.parameters()
-                                           if p is not first)
+    assert not first.requires_grad and all(
+        p.requires_grad for p in model.parameters() if p is not first
+    )
     assert list(model.modules()) == modules and hook_count(model) == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
@@ -155,13 +168,19 @@ def test_every_method_rejects_nan_input_and_a_wrong_channel_count(name, models, 
     bad = s.x.clone()
     bad[1, 0, 5, 7] = float("nan")
     bad[1, 0, 6, 7] = float("inf")
-    with pytest.raises(ValueError, match=r"x has 1 NaN and 1 infinite values, in image\(s\) "
-                                         r"\[1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"x has 1 NaN and 1 infinite values, in image\(s\) "
+        r"\[1\]",
+    ):
         s.run(x=bad)
     channels = s.x.shape[1]
     wrong = s.x.repeat(1, 2, 1, 1)
-    expected = (rf"expects images of shape \(n, {channels}, " if s.vae else
-                f"the model expects images with {channels} channel.* x has {2 * channels}")
+    expected = (
+        rf"expects images of shape \(n, {channels}, "
+        if s.vae
+        else f"the model expects images with {channels} channel.* x has {2 * channels}"
+    )
     with pytest.raises(ValueError, match=expected):  # the VAE checks its input itself
         s.run(x=wrong)
     assert hook_count(s.model) == 0
@@ -181,14 +200,21 @@ class InPlaceFirst(nn.Module):
 
 def state(model: nn.Module) -> tuple:
     """A model's modes, flags, hooks, parameters and gradients."""
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            hook_count(model), [p.grad is None for p in model.parameters()],
-            {k: v.clone() for k, v in model.state_dict().items()})
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        hook_count(model),
+        [p.grad is None for p in model.parameters()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+    )
 
 
 def same_state(a: tuple, b: tuple) -> bool:
-    return a[:4] == b[:4] and a[4].keys() == b[4].keys() and all(
-        torch.equal(a[4][k], b[4][k]) for k in a[4])
+    return (
+        a[:4] == b[:4]
+        and a[4].keys() == b[4].keys()
+        and all(torch.equal(a[4][k], b[4][k]) for k in a[4])
+    )
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -246,8 +272,7 @@ def test_a_model_loaded_inside_inference_mode(images):
         model = vm.models.load_pretrained("shapes-cnn")
     x = images["shapes"]
     raises_own(ValueError, ("inference mode",), lambda: E.saliency(model, x, 0))
-    raises_own(ValueError, ("inference mode",),
-               lambda: E.gradcam(model, x, 0, layer="features.10"))
+    raises_own(ValueError, ("inference mode",), lambda: E.gradcam(model, x, 0, layer="features.10"))
     assert E.occlusion(model, x, 0, window=32, stride=32).shape == (2, 1, 64, 64)
     assert all(p.requires_grad for p in model.parameters())
 
@@ -258,13 +283,24 @@ def test_a_model_loaded_inside_inference_mode(images):
 def test_valid_targets_in_every_form_give_the_same_map(models, images):
     model, x = models["shapes-cnn"], images["shapes"]
     want = E.saliency(model, x, torch.tensor([1, 1]))
-    for target in (1, [1, 1], (1, 1), np.int64(1), np.array([1, 1]), torch.tensor(1),
-                   torch.tensor([1, 1], dtype=torch.int32)):
+    for target in (
+        1,
+        [1, 1],
+        (1, 1),
+        np.int64(1),
+        np.array([1, 1]),
+        torch.tensor(1),
+        torch.tensor([1, 1], dtype=torch.int32),
+    ):
         assert torch.equal(E.saliency(model, x, target), want), target
 
 
-ALL = [E.saliency, E.deconvnet, E.guided_backprop,
-       lambda m, x, t: E.occlusion(m, x, t, window=16, stride=16)]
+ALL = [
+    E.saliency,
+    E.deconvnet,
+    E.guided_backprop,
+    lambda m, x, t: E.occlusion(m, x, t, window=16, stride=16),
+]
 
 
 @pytest.mark.parametrize("method", ALL)
@@ -291,9 +327,14 @@ def test_factor_score_dims(models, images):
     want = E.factor_cam(vae, x, [1, 2])
     for dims in (np.array([1, 2]), torch.tensor([1, 2]), (1, 2), {1, 2}):
         assert torch.equal(E.factor_cam(vae, x, dims), want), dims
-    for dims, error, word in [(None, TypeError, "dims"), (True, TypeError, "dims"),
-                              ({1: 2}, TypeError, "dims"), ([1, True], ValueError, "dims"),
-                              ([1.0, 2.0], ValueError, "dims"), ([1, 1], ValueError, "distinct")]:
+    for dims, error, word in [
+        (None, TypeError, "dims"),
+        (True, TypeError, "dims"),
+        ({1: 2}, TypeError, "dims"),
+        ([1, True], ValueError, "dims"),
+        ([1.0, 2.0], ValueError, "dims"),
+        ([1, 1], ValueError, "distinct"),
+    ]:
         raises_own(error, (word,), lambda d=dims: E.factor_score(d))
 
 
@@ -337,52 +378,81 @@ CASES: dict[str, Case] = {
     "x uint8": Case(lambda s: {"x": (s.x * 255).to(torch.uint8)}, ValueError, ("x",)),
     "x bool": Case(lambda s: {"x": s.x > 0.5}, ValueError, ("x",)),
     "x NaN": Case(_with_nan, ValueError, ("x has 1 NaN",)),
-    "x float64, model float32": Case(lambda s: {"x": s.x.double()}, ValueError,
-                                     ("x is torch.float64",)),
+    "x float64, model float32": Case(
+        lambda s: {"x": s.x.double()}, ValueError, ("x is torch.float64",)
+    ),
     "x float16": Case(lambda s: {"x": s.x.half()}, ValueError, ("x is torch.float16",)),
-    "x too many channels": Case(lambda s: {"x": s.x.repeat(1, 2, 1, 1)}, ValueError,
-                                ("x has",), vae_words=("expects images of shape (n, 1, 64",)),
-    "x a size the model cannot take": Case(_too_small, ValueError, ("x:", "x "),
-                                           vae_words=("expects images of shape (n, 1, 64",)),
+    "x too many channels": Case(
+        lambda s: {"x": s.x.repeat(1, 2, 1, 1)},
+        ValueError,
+        ("x has",),
+        vae_words=("expects images of shape (n, 1, 64",),
+    ),
+    "x a size the model cannot take": Case(
+        _too_small, ValueError, ("x:", "x "), vae_words=("expects images of shape (n, 1, 64",)
+    ),
     "model None": Case(lambda s: {"model": None}, TypeError, ("model",), vae_words=("vae",)),
-    "model a function": Case(lambda s: {"model": lambda x: x}, TypeError, ("model",),
-                             vae_words=("vae",)),
+    "model a function": Case(
+        lambda s: {"model": lambda x: x}, TypeError, ("model",), vae_words=("vae",)
+    ),
     "target None": Case(_bad_target(None), TypeError, ("target",), vae_words=("dims",)),
-    "target a string": Case(_bad_target("circle"), TypeError, ("target",),
-                            vae_words=("dims",)),
+    "target a string": Case(_bad_target("circle"), TypeError, ("target",), vae_words=("dims",)),
     "target a dict": Case(_bad_target({0: 1}), TypeError, ("target",), vae_words=("dims",)),
     "target a float": Case(_bad_target(1.5), ValueError, ("target",), TypeError, ("dims",)),
     "target a bool": Case(_bad_target(True), ValueError, ("target",), TypeError, ("dims",)),
-    "target 2-D (n, 1)": Case(_bad_target(torch.tensor([[1], [2]])), ValueError,
-                              ("target has shape (2, 1)",), vae_words=("dims",)),
-    "target one-hot (n, classes)": Case(_bad_target(torch.eye(6)[:2]), ValueError,
-                                        ("target has shape (2, 6)",), vae_words=("dims",)),
-    "target float tensor": Case(_bad_target(torch.tensor([0.0, 1.0])), ValueError,
-                                ("target",), vae_words=("dims",)),
-    "target bool tensor": Case(_bad_target(torch.tensor([True, False])), ValueError,
-                               ("target",), vae_words=("dims",)),
-    "target out of range": Case(_bad_target(99), ValueError,
-                                ("target class(es) [99] out of range",),
-                                vae_words=("dims [99] out of range",)),
-    "target negative": Case(lambda s: None if s.vae else {"target": -1}, ValueError,
-                            ("target",)),  # a negative latent dimension counts from the end
+    "target 2-D (n, 1)": Case(
+        _bad_target(torch.tensor([[1], [2]])),
+        ValueError,
+        ("target has shape (2, 1)",),
+        vae_words=("dims",),
+    ),
+    "target one-hot (n, classes)": Case(
+        _bad_target(torch.eye(6)[:2]), ValueError, ("target has shape (2, 6)",), vae_words=("dims",)
+    ),
+    "target float tensor": Case(
+        _bad_target(torch.tensor([0.0, 1.0])), ValueError, ("target",), vae_words=("dims",)
+    ),
+    "target bool tensor": Case(
+        _bad_target(torch.tensor([True, False])), ValueError, ("target",), vae_words=("dims",)
+    ),
+    "target out of range": Case(
+        _bad_target(99),
+        ValueError,
+        ("target class(es) [99] out of range",),
+        vae_words=("dims [99] out of range",),
+    ),
+    "target negative": Case(
+        lambda s: None if s.vae else {"target": -1}, ValueError, ("target",)
+    ),  # a negative latent dimension counts from the end
     "target one per image, too many": Case(
-        lambda s: None if s.vae else {"target": [0, 1, 2]}, ValueError,
-        ("target has 3 classes for a batch of 2",)),
-    "target empty": Case(_bad_target([]), ValueError, ("target has 0 classes",),
-                         vae_words=("dims is empty",)),
+        lambda s: None if s.vae else {"target": [0, 1, 2]},
+        ValueError,
+        ("target has 3 classes for a batch of 2",),
+    ),
+    "target empty": Case(
+        _bad_target([]), ValueError, ("target has 0 classes",), vae_words=("dims is empty",)
+    ),
     "target callable, wrong shape": Case(
-        _bad_target(lambda out: out[:, :2]), ValueError, ("target",), TypeError, ("dims",)),
-    "layer unknown": Case(lambda s: {"layer": "nope"} if s.entry.layered else None,
-                          ValueError, ("unknown layer 'nope'",)),
-    "layer an int": Case(lambda s: {"layer": 3} if s.entry.layered else None, TypeError,
-                         ("layer",)),
+        _bad_target(lambda out: out[:, :2]), ValueError, ("target",), TypeError, ("dims",)
+    ),
+    "layer unknown": Case(
+        lambda s: {"layer": "nope"} if s.entry.layered else None,
+        ValueError,
+        ("unknown layer 'nope'",),
+    ),
+    "layer an int": Case(
+        lambda s: {"layer": 3} if s.entry.layered else None, TypeError, ("layer",)
+    ),
     "layer not the model's": Case(
-        lambda s: {"layer": nn.Conv2d(3, 3, 1)} if s.entry.layered else None, ValueError,
-        ("not a module of this model",)),
+        lambda s: {"layer": nn.Conv2d(3, 3, 1)} if s.entry.layered else None,
+        ValueError,
+        ("not a module of this model",),
+    ),
     "layer fully connected": Case(
-        lambda s: ({"layer": "encoder.9" if s.vae else "classifier.1"} if s.entry.layered
-                   else None), ValueError, ("must output feature maps",)),
+        lambda s: {"layer": "encoder.9" if s.vae else "classifier.1"} if s.entry.layered else None,
+        ValueError,
+        ("must output feature maps",),
+    ),
 }
 
 
@@ -405,14 +475,24 @@ OPTIONS: dict[str, list[tuple[object, type[Exception], str]]] = {
     "sigma": [(-1.0, ValueError, "sigma"), (float("nan"), ValueError, "sigma")],
     "steps": [(0, ValueError, "steps"), (True, ValueError, "steps")],
     "batch_size": [(0, ValueError, "batch_size"), (-1, ValueError, "batch_size")],
-    "window": [(0, ValueError, "window"), (2.5, ValueError, "window"),
-               (True, ValueError, "window"), ((8, 8, 8), ValueError, "window"),
-               (65, ValueError, "window 65x65 is larger than the 64x64 image")],
-    "stride": [(0, ValueError, "stride"), (17, ValueError, "stride 17x17 is larger than"),
-               (100, ValueError, "stride 100x100 is larger than")],
-    "baseline": [("black", TypeError, "baseline"), (None, TypeError, "baseline"),
-                 (float("nan"), ValueError, "baseline"),
-                 (torch.zeros(5), ValueError, "baseline")],
+    "window": [
+        (0, ValueError, "window"),
+        (2.5, ValueError, "window"),
+        (True, ValueError, "window"),
+        ((8, 8, 8), ValueError, "window"),
+        (65, ValueError, "window 65x65 is larger than the 64x64 image"),
+    ],
+    "stride": [
+        (0, ValueError, "stride"),
+        (17, ValueError, "stride 17x17 is larger than"),
+        (100, ValueError, "stride 100x100 is larger than"),
+    ],
+    "baseline": [
+        ("black", TypeError, "baseline"),
+        (None, TypeError, "baseline"),
+        (float("nan"), ValueError, "baseline"),
+        (torch.zeros(5), ValueError, "baseline"),
+    ],
     "upsampled": [("no", TypeError, "upsampled")],
     "counterfactual": [("no", TypeError, "counterfactual")],
     "eps": [(-1.0, ValueError, "eps")],
@@ -420,15 +500,21 @@ OPTIONS: dict[str, list[tuple[object, type[Exception], str]]] = {
     "rule": [("nope", ValueError, "rule 'nope'")],
     "statistic": [("nope", ValueError, "statistic 'nope'")],
     "mode": [("nope", ValueError, "mode 'nope'")],
-    "weights": [(np.zeros((6, 64)), TypeError, "weights"),
-                (torch.zeros(6, 3), ValueError, "weights must have shape (classes, 64)")],
+    "weights": [
+        (np.zeros((6, 64)), TypeError, "weights"),
+        (torch.zeros(6, 3), ValueError, "weights must have shape (classes, 64)"),
+    ],
     "generator": [(0, TypeError, "generator")],
 }
 
 
-OPTION_CASES = [(name, option, i) for name in NAMES
-                for option in inspect.signature(E.METHODS[name].function).parameters
-                if option in OPTIONS for i in range(len(OPTIONS[option]))]
+OPTION_CASES = [
+    (name, option, i)
+    for name in NAMES
+    for option in inspect.signature(E.METHODS[name].function).parameters
+    if option in OPTIONS
+    for i in range(len(OPTIONS[option]))
+]
 
 
 @pytest.mark.parametrize("name, option, i", OPTION_CASES)
@@ -447,18 +533,26 @@ def test_every_option_table_entry_is_used():
 
 def test_a_size_the_model_cannot_take_is_named(models, images):
     x = images["shapes"]
-    message = raises_own(ValueError, ("x",),
-                         lambda: E.gradcam(models["shapes-cnn"], x[..., :32, :32], 0,
-                                           layer="features.10"))
+    message = raises_own(
+        ValueError,
+        ("x",),
+        lambda: E.gradcam(models["shapes-cnn"], x[..., :32, :32], 0, layer="features.10"),
+    )
     assert "(3, 32, 32)" in message and "(3, 64, 64)" in message  # what x is, what it takes
-    assert E.gradcam(models["shapes-gap"], x[..., :32, :32], 0, layer="features.10").shape \
-        == (2, 1, 32, 32)  # a pooled network takes other sizes
+    assert E.gradcam(models["shapes-gap"], x[..., :32, :32], 0, layer="features.10").shape == (
+        2,
+        1,
+        32,
+        32,
+    )  # a pooled network takes other sizes
     # a model that declares no input_size: the layer that failed, and what it received
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 8 * 8, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)
+    )
     message = raises_own(ValueError, ("x",), lambda: E.saliency(model, torch.rand(2, 3, 16, 16), 0))
     assert "layer '3'" in message and "(1, 1024)" in message
     assert hook_count(model) == 0
+
     # a model's own error that is not about its input passes through as it is
     class Boom(nn.Module):
         def forward(self, x):
@@ -478,5 +572,6 @@ def test_a_view_of_a_channels_last_feature_map_is_explained():
             a = self.conv(x)
             return self.fc(a.view(a.shape[0], -1))
 
-    raises_own(ValueError, (".reshape()",),
-               lambda: E.saliency(Viewing(), torch.rand(1, 3, 4, 4), 0))
+    raises_own(
+        ValueError, (".reshape()",), lambda: E.saliency(Viewing(), torch.rand(1, 3, 4, 4), 0)
+    )

@@ -21,8 +21,10 @@ captum_attr = pytest.importorskip("captum.attr")
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-@pytest.mark.parametrize("method, expected", [
-    (E.saliency, [-1.0, 1.0]), (E.deconvnet, [-2.0, 2.0]), (E.guided_backprop, [0.0, 0.0])])
+@pytest.mark.parametrize(
+    "method, expected",
+    [(E.saliency, [-1.0, 1.0]), (E.deconvnet, [-2.0, 2.0]), (E.guided_backprop, [0.0, 0.0])],
+)
 def test_three_rules_by_hand(method, expected, inplace):
     x = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
     got = method(tiny_mlp(inplace), x, 0)
@@ -41,13 +43,13 @@ def test_gradient_x_input_by_hand():
     torch.testing.assert_close(E.gradient_x_input(model, x, 1).sum((1, 2, 3)), score)
 
 
-# ------------------------------------------------------------------ the fused ReLU rules equal their masks
+# ------------------------------------------------------ the fused ReLU rules equal their masks
 
 
 @pytest.mark.portable
 def test_fast_relu_rules_equal_their_masks():
-    # gradients.py computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must equal
-    # the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
+    # gradients.py computes each ReLU rule's backward R * mask(y, R) with fused kernels; it must
+    # equal the readable mask of RULES, including at y = 0 and R = 0 (the ties of the rules).
     from vismap.explain.gradients import _MASKED, RULES
 
     y = torch.tensor([[-1.0, 0.0, 2.0], [3.0, 0.0, -0.5]]).repeat(2, 1)
@@ -72,8 +74,11 @@ def course_models(pretrained):
     return {name: float64(pretrained(name)) for name in vm.models.ARCHITECTURES}
 
 
-PAIRS = [(E.saliency, "Saliency"), (E.deconvnet, "Deconvolution"),
-         (E.guided_backprop, "GuidedBackprop")]
+PAIRS = [
+    (E.saliency, "Saliency"),
+    (E.deconvnet, "Deconvolution"),
+    (E.guided_backprop, "GuidedBackprop"),
+]
 
 
 def _captum(name, model, x, target):

@@ -40,12 +40,17 @@ def test_occlusion_matches_captum(shapes, pretrained):
     model = float64(pretrained("shapes-cnn"))  # the same mathematics: float64
     images = shapes.images[:2].double()  # two images: float64 convolutions are slow on a CPU
     for window, stride, baseline in [(8, 4, 0.0), (12, 6, 0.5), (7, 3, 0.2)]:
-        got = E.occlusion(model, images, shapes.labels[:2], window=window, stride=stride,
-                          baseline=baseline)
+        got = E.occlusion(
+            model, images, shapes.labels[:2], window=window, stride=stride, baseline=baseline
+        )
         want = captum_attr.Occlusion(model).attribute(
-            images, sliding_window_shapes=(3, window, window),
-            strides=(3, stride, stride), baselines=baseline, target=shapes.labels[:2],
-            perturbations_per_eval=16)  # batched: the same attributions, fewer forwards
+            images,
+            sliding_window_shapes=(3, window, window),
+            strides=(3, stride, stride),
+            baselines=baseline,
+            target=shapes.labels[:2],
+            perturbations_per_eval=16,
+        )  # batched: the same attributions, fewer forwards
         assert got.shape == (2, 1, 64, 64)
         # captum keeps part of its occlusion arithmetic in float32 whatever the input's dtype
         # (measured 6.5e-8 of the map's maximum in float64), hence 1e-6, not 1e-12
@@ -59,8 +64,12 @@ def test_occlusion_matches_captum_on_torchvision_models(torchvision_models):
     for name, model in torchvision_models.items():
         got = E.occlusion(model, x, torch.tensor([2, 9]), window=16, stride=12, baseline=0.3)
         want = captum_attr.Occlusion(model).attribute(  # float32, one layout (as above)
-            fast_layout(x), sliding_window_shapes=(3, 16, 16), strides=(3, 12, 12),
-            baselines=0.3, target=torch.tensor([2, 9]))
+            fast_layout(x),
+            sliding_window_shapes=(3, 16, 16),
+            strides=(3, 12, 12),
+            baselines=0.3,
+            target=torch.tensor([2, 9]),
+        )
         # an occlusion map is a difference of two scores: float32's rounding is relative to the
         # scores, which are larger than their difference (measured 1.4e-5 of the map's max)
         assert_maps_close(got, want[:, :1], 1e-4, msg=name)
@@ -71,10 +80,12 @@ def test_occlusion_splits_many_images_into_batches(pretrained):
     model = pretrained("shapes-cnn")
     d = vm.data.make_shapes(10, seed=8)
     baseline = torch.rand_like(d.images)
-    whole = vm.explain.occlusion(model, d.images, d.labels, window=16, stride=16,
-                                 baseline=baseline, batch_size=1000)
-    split = vm.explain.occlusion(model, d.images, d.labels, window=16, stride=16,
-                                 baseline=baseline, batch_size=4)
+    whole = vm.explain.occlusion(
+        model, d.images, d.labels, window=16, stride=16, baseline=baseline, batch_size=1000
+    )
+    split = vm.explain.occlusion(
+        model, d.images, d.labels, window=16, stride=16, baseline=baseline, batch_size=4
+    )
     torch.testing.assert_close(split, whole)
 
 
@@ -82,8 +93,11 @@ def test_occlusion_refuses_a_stride_that_leaves_pixels_uncovered(pretrained):
     # the pixels between two windows would have no drop to average: NaN, silently, before
     model, x = pretrained("shapes-cnn"), vm.data.make_shapes(2, seed=9).images
     for window, stride in [(8, 9), (8, 100), (16, 32), ((8, 16), (8, 17)), ((8, 16), (9, 8))]:
-        raises_own(ValueError, ("stride",),
-                   lambda w=window, t=stride: E.occlusion(model, x, 0, window=w, stride=t))
+        raises_own(
+            ValueError,
+            ("stride",),
+            lambda w=window, t=stride: E.occlusion(model, x, 0, window=w, stride=t),
+        )
     # stride == window tiles the image; the last window may be cut off by the edge
     maps = E.occlusion(model, x, 0, window=24, stride=24)
     assert maps.shape == (2, 1, 64, 64) and torch.isfinite(maps).all()

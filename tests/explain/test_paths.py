@@ -40,8 +40,10 @@ def test_integrated_gradients_by_hand():
 
 def test_path_rules_by_hand():
     nodes, weights = E.path_rule(2)  # Gauss-Legendre: 1/2 -+ 1/(2 sqrt 3), weights 1/2
-    torch.testing.assert_close(nodes, torch.tensor([0.5 - 0.5 / math.sqrt(3),
-                                                    0.5 + 0.5 / math.sqrt(3)], dtype=torch.float64))
+    torch.testing.assert_close(
+        nodes,
+        torch.tensor([0.5 - 0.5 / math.sqrt(3), 0.5 + 0.5 / math.sqrt(3)], dtype=torch.float64),
+    )
     torch.testing.assert_close(weights, torch.tensor([0.5, 0.5], dtype=torch.float64))
     for steps in (1, 5, 64):  # exact for polynomials of degree 2 steps - 1
         nodes, weights = E.path_rule(steps)
@@ -60,14 +62,23 @@ def test_smoothgrad_by_hand():
     # drawn as documented: image i, copy j is draw i * samples + j
     noise = torch.randn(2 * 5, 1, 2, 2, generator=torch.Generator().manual_seed(7)) * 0.3
     want = 2 * (x + noise.view(2, 5, 1, 2, 2).mean(1))
-    got = E.smoothgrad(Squares(), x, 0, samples=5, sigma=0.3,
-                       generator=torch.Generator().manual_seed(7), batch_size=3)
+    got = E.smoothgrad(
+        Squares(),
+        x,
+        0,
+        samples=5,
+        sigma=0.3,
+        generator=torch.Generator().manual_seed(7),
+        batch_size=3,
+    )
     torch.testing.assert_close(got, want)
     # sigma = 0 is the base method itself; a linear model's gradient ignores the noise
     torch.testing.assert_close(E.smoothgrad(Squares(), x, 0, samples=3, sigma=0.0), 2 * x)
     model = Linear()
-    torch.testing.assert_close(E.smoothgrad(model, x, torch.tensor([0, 1]), samples=4),
-                               E.saliency(model, x, torch.tensor([0, 1])))
+    torch.testing.assert_close(
+        E.smoothgrad(model, x, torch.tensor([0, 1]), samples=4),
+        E.saliency(model, x, torch.tensor([0, 1])),
+    )
     # any base method, by name or as a function, with its options
     g = torch.Generator().manual_seed(3)
     by_name = E.smoothgrad(Squares(), x, 0, samples=4, generator=g, method="gradient_x_input")
@@ -98,9 +109,11 @@ def test_integrated_gradients_equal_captum(reference_case):
         grey, given = 0.3, fast_layout(x)
     for steps, rule, baseline in [(16, "gausslegendre", 0.0), (10, "riemann_trapezoid", grey)]:
         want = captum_attr.IntegratedGradients(model).attribute(
-            given, baselines=baseline, target=target, n_steps=steps, method=rule)
-        got = E.integrated_gradients(model, x, target, baseline=baseline, steps=steps,
-                                     rule=rule, batch_size=20)
+            given, baselines=baseline, target=target, n_steps=steps, method=rule
+        )
+        got = E.integrated_gradients(
+            model, x, target, baseline=baseline, steps=steps, rule=rule, batch_size=20
+        )
         if rule == "riemann_trapezoid":  # captum's weights 1/m, halved at the ends, sum to
             got = got * (steps - 1) / steps  # (m - 1)/m; vismap's, 1/(m - 1), sum to 1
         # captum rounds its quadrature weights to float32 (``torch.tensor(step_sizes).float()``),
@@ -126,10 +139,16 @@ def test_smoothgrad_equals_captum_noise_tunnel_given_the_same_noise(reference_ca
     with torch.random.fork_rng():
         torch.manual_seed(11)  # captum draws from torch's global generator
         want = captum_attr.NoiseTunnel(captum_attr.Saliency(model)).attribute(
-            fast_layout(x).requires_grad_(True), nt_type="smoothgrad", nt_samples=5,
-            stdevs=0.2, target=target, abs=False)
-    got = E.smoothgrad(model, x, target, samples=5, sigma=0.2,
-                       generator=torch.Generator().manual_seed(11))
+            fast_layout(x).requires_grad_(True),
+            nt_type="smoothgrad",
+            nt_samples=5,
+            stdevs=0.2,
+            target=target,
+            abs=False,
+        )
+    got = E.smoothgrad(
+        model, x, target, samples=5, sigma=0.2, generator=torch.Generator().manual_seed(11)
+    )
     assert_maps_close(got, want, rel, msg=name)
     assert hook_count(model) == 0
 
@@ -182,10 +201,18 @@ def test_smoothgrad_default_base_equals_the_wrapped_gradient(shapes, pretrained)
     # the default base (the gradient) takes a fast path; any other base the general one
     model = pretrained("shapes-cnn")
     x, t = shapes.images[:3], shapes.labels[:3]
-    fast = E.smoothgrad(model, x, t, samples=4, sigma=0.1, generator=torch.Generator().manual_seed(3))
-    general = E.smoothgrad(model, x, t, samples=4, sigma=0.1,
-                           method=lambda m, xx, tt: E.saliency(m, xx, tt),
-                           generator=torch.Generator().manual_seed(3))
+    fast = E.smoothgrad(
+        model, x, t, samples=4, sigma=0.1, generator=torch.Generator().manual_seed(3)
+    )
+    general = E.smoothgrad(
+        model,
+        x,
+        t,
+        samples=4,
+        sigma=0.1,
+        method=lambda m, xx, tt: E.saliency(m, xx, tt),
+        generator=torch.Generator().manual_seed(3),
+    )
     assert_maps_close(fast, general, 1e-6)  # float32: two kernels for one product
 
 
@@ -202,9 +229,12 @@ def test_bad_input_messages(course):
         E.smoothgrad(model, x, 0, method="nope")
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         E.integrated_gradients(model, x, 0, steps=0)
-    with pytest.raises(ValueError, match=r"baseline must be a number, one image \(3, 64, 64\) "
-                                         r"or one per image \(2, 3, 64, 64\); got shape "
-                                         r"\(1, 3, 32, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"baseline must be a number, one image \(3, 64, 64\) "
+        r"or one per image \(2, 3, 64, 64\); got shape "
+        r"\(1, 3, 32, 32\)",
+    ):
         E.integrated_gradients(model, x, 0, baseline=torch.zeros(1, 3, 32, 32))
     with pytest.raises(ValueError, match="unknown integration rule 'simpson'"):
         E.integrated_gradients(model, x, 0, rule="simpson")

@@ -45,9 +45,22 @@ def test_registry_entries_are_complete_and_consistent():
         assert entry.layered == ("layer" in parameters), name
     titles = [entry.title for entry in E.METHODS.values()]
     assert len(set(titles)) == len(titles)
-    expected = {"saliency", "deconvnet", "guided_backprop", "gradient_x_input", "smoothgrad",
-                "integrated_gradients", "occlusion", "cam", "gradcam", "gradcam_pp", "scorecam",
-                "layercam", "guided_gradcam", "factor_cam"}
+    expected = {
+        "saliency",
+        "deconvnet",
+        "guided_backprop",
+        "gradient_x_input",
+        "smoothgrad",
+        "integrated_gradients",
+        "occlusion",
+        "cam",
+        "gradcam",
+        "gradcam_pp",
+        "scorecam",
+        "layercam",
+        "guided_gradcam",
+        "factor_cam",
+    }
     assert set(E.METHODS) == expected
 
 
@@ -64,12 +77,18 @@ def test_get_method_by_name_or_title_and_its_error():
 
 def test_an_entry_calls_its_function_with_its_defaults_and_layer(course):
     model, x = course["shapes-cnn"], vm.data.make_shapes(2, seed=3).images
-    torch.testing.assert_close(E.METHODS["gradcam"](model, x, 1, layer="features.6"),
-                               E.gradcam(model, x, 1, layer="features.6"))
-    torch.testing.assert_close(E.METHODS["occlusion"](model, x, 1, layer="ignored"),
-                               E.occlusion(model, x, 1, window=8, stride=4))
-    torch.testing.assert_close(E.METHODS["integrated_gradients"](model, x, 1, steps=3),
-                               E.integrated_gradients(model, x, 1, steps=3))
+    torch.testing.assert_close(
+        E.METHODS["gradcam"](model, x, 1, layer="features.6"),
+        E.gradcam(model, x, 1, layer="features.6"),
+    )
+    torch.testing.assert_close(
+        E.METHODS["occlusion"](model, x, 1, layer="ignored"),
+        E.occlusion(model, x, 1, window=8, stride=4),
+    )
+    torch.testing.assert_close(
+        E.METHODS["integrated_gradients"](model, x, 1, steps=3),
+        E.integrated_gradients(model, x, 1, steps=3),
+    )
     with pytest.raises(ValueError, match="'gradcam' needs a layer: pass layer="):
         E.METHODS["gradcam"](model, x, 1)
 
@@ -77,15 +96,21 @@ def test_an_entry_calls_its_function_with_its_defaults_and_layer(course):
 def test_integrated_gradients_runs_its_own_default_through_the_registry(course):
     # one default, the function's: 256 points (chapter 10's completeness measurement)
     entry = E.METHODS["integrated_gradients"]
-    assert entry.defaults["steps"] == 256 == inspect.signature(
-        E.integrated_gradients).parameters["steps"].default
+    assert (
+        entry.defaults["steps"]
+        == 256
+        == inspect.signature(E.integrated_gradients).parameters["steps"].default
+    )
     model, x = course["shapes-cnn"], vm.data.make_shapes(2, seed=3).images
     torch.testing.assert_close(entry(model, x, 1), E.integrated_gradients(model, x, 1))
     # every entry's defaults are its function's keyword defaults, none added by the registry
     for name, entry in E.METHODS.items():
         parameters = inspect.signature(entry.function).parameters.values()
-        assert entry.defaults == {p.name: p.default for p in parameters
-                                  if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}, name
+        assert entry.defaults == {
+            p.name: p.default
+            for p in parameters
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+        }, name
 
 
 # ------------------------------------------------------------------ the package's public names
@@ -95,17 +120,60 @@ def test_integrated_gradients_runs_its_own_default_through_the_registry(course):
 # reader could import from it: the registry's NEEDS, the types, the shared machinery), and the
 # ReLU rules' new public home.
 PUBLIC = [
-    "saliency", "deconvnet", "guided_backprop", "zeiler_fergus", "occlusion", "cam", "gradcam",
-    "layercam", "guided_gradcam", "layer_gradient", "normalize", "upsample", "gradient_x_input",
-    "smoothgrad", "integrated_gradients", "path_rule", "gradcam_pp", "scorecam", "class_model",
-    "adversarial", "Method", "METHODS", "get_method", "factor_score", "factor_cam", "STATISTICS",
-    "MODES", "NEEDS", "RULES",
+    "saliency",
+    "deconvnet",
+    "guided_backprop",
+    "zeiler_fergus",
+    "occlusion",
+    "cam",
+    "gradcam",
+    "layercam",
+    "guided_gradcam",
+    "layer_gradient",
+    "normalize",
+    "upsample",
+    "gradient_x_input",
+    "smoothgrad",
+    "integrated_gradients",
+    "path_rule",
+    "gradcam_pp",
+    "scorecam",
+    "class_model",
+    "adversarial",
+    "Method",
+    "METHODS",
+    "get_method",
+    "factor_score",
+    "factor_cam",
+    "STATISTICS",
+    "MODES",
+    "NEEDS",
+    "RULES",
 ]
 MACHINERY = [
-    "Layer", "Target", "capture", "check_baseline", "check_call", "check_count", "check_flag",
-    "check_input", "check_model", "check_nonnegative", "check_target", "explaining",
-    "fast_empty", "fast_layout", "forward", "inference_safe", "model_input", "relu_rule",
-    "repeat_target", "resolve_layer", "slice_target", "target_classes", "target_scores",
+    "Layer",
+    "Target",
+    "capture",
+    "check_baseline",
+    "check_call",
+    "check_count",
+    "check_flag",
+    "check_input",
+    "check_model",
+    "check_nonnegative",
+    "check_target",
+    "explaining",
+    "fast_empty",
+    "fast_layout",
+    "forward",
+    "inference_safe",
+    "model_input",
+    "relu_rule",
+    "repeat_target",
+    "resolve_layer",
+    "slice_target",
+    "target_classes",
+    "target_scores",
 ]
 
 
@@ -162,7 +230,7 @@ def test_no_import_circle_among_the_library_modules():
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            raise AssertionError(" -> ".join(path[path.index(name):] + [name]))
+            raise AssertionError(" -> ".join(path[path.index(name) :] + [name]))
         if name in done:
             return
         for other in sorted(graph[name]):
@@ -180,8 +248,17 @@ def test_no_import_circle_among_the_library_modules():
 
 def test_one_short_module_per_family_and_no_e402():
     families = {p.stem for p in (LIB / "explain").glob("*.py")}
-    assert families == {"__init__", "gradients", "deconvnet", "occlusion", "cams", "paths",
-                        "synthesis", "maps", "registry"}
+    assert families == {
+        "__init__",
+        "gradients",
+        "deconvnet",
+        "occlusion",
+        "cams",
+        "paths",
+        "synthesis",
+        "maps",
+        "registry",
+    }
     for path in modules().values():
         text = path.read_text()
         assert "noqa: E402" not in text, path
@@ -191,11 +268,13 @@ def test_one_short_module_per_family_and_no_e402():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["vismap.factors", "vismap.explain.registry",
-                                    "vismap.explain.cams", "vismap.metrics"])
+@pytest.mark.parametrize(
+    "module", ["vismap.factors", "vismap.explain.registry", "vismap.explain.cams", "vismap.metrics"]
+)
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     # the import order of a package's parents must not matter: e.g. vismap.factors imported
     # first still finds vismap.explain.cams complete
-    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr

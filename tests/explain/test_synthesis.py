@@ -44,16 +44,22 @@ def test_class_model_objectives_by_hand():
     # one step, no penalty, no jitter: the image moves by lr * g / mean|g| with g = w_1 for the
     # score y^1 (Simonyan et al.) and g = (1 - p_1)(w_1 - w_0), so g ~ w_1 - w_0, for log p_1
     model = Linear()
-    start = (0.5 + 0.01 * torch.randn((1, 1, 2, 2), generator=torch.Generator().manual_seed(0)))
+    start = 0.5 + 0.01 * torch.randn((1, 1, 2, 2), generator=torch.Generator().manual_seed(0))
     w1 = model.w[1].detach().view(1, 1, 2, 2)
     diff = (model.w[1] - model.w[0]).detach().view(1, 1, 2, 2)
     options = dict(shape=(1, 2, 2), steps=1, lr=0.05, l2=0.0, jitter=0, blur_every=0)
-    torch.testing.assert_close(E.class_model(model, 1, objective="score", **options),
-                               (start + 0.05 * w1 / w1.abs().mean()).clamp(0, 1))
-    torch.testing.assert_close(E.class_model(model, 1, objective="log_probability", **options),
-                               (start + 0.05 * diff / diff.abs().mean()).clamp(0, 1))
-    torch.testing.assert_close(E.class_model(model, 1, **options),  # the default: the score
-                               E.class_model(model, 1, objective="score", **options))
+    torch.testing.assert_close(
+        E.class_model(model, 1, objective="score", **options),
+        (start + 0.05 * w1 / w1.abs().mean()).clamp(0, 1),
+    )
+    torch.testing.assert_close(
+        E.class_model(model, 1, objective="log_probability", **options),
+        (start + 0.05 * diff / diff.abs().mean()).clamp(0, 1),
+    )
+    torch.testing.assert_close(
+        E.class_model(model, 1, **options),  # the default: the score
+        E.class_model(model, 1, objective="score", **options),
+    )
     with pytest.raises(ValueError, match="objective must be"):
         E.class_model(model, 1, objective="softmax")
 
@@ -97,8 +103,7 @@ def test_adversarial_images_flip_the_class_within_eps(course):
                 flipped[eps] = float((model(adv).argmax(1) != t).float().mean())
         # the retrained models differ in robustness (at 4/255 and 10 steps: shapes-allconv
         # flips 50 %); at 16/255, 20 steps, every one flips
-        assert flipped[16 / 255] >= 0.9 and flipped[16 / 255] >= flipped[2 / 255], (
-            name, flipped)
+        assert flipped[16 / 255] >= 0.9 and flipped[16 / 255] >= flipped[2 / 255], (name, flipped)
 
 
 def test_adversarial_with_a_callable_target_lowers_the_score(course):
@@ -116,8 +121,9 @@ def test_class_models_and_adversarials_work_inside_inference_mode(course):
     with torch.inference_mode():
         assert torch.equal(E.class_model(model, 2, steps=2), image)
         assert torch.equal(E.adversarial(model, x.clone(), labels.clone(), steps=2), adv)
-        check = vm.metrics.randomization_check(model, x.clone(), labels, E.saliency,
-                                      layers=["classifier.4"])
+        check = vm.metrics.randomization_check(
+            model, x.clone(), labels, E.saliency, layers=["classifier.4"]
+        )
     assert check.spearman.shape == (1,)
 
 
@@ -154,22 +160,43 @@ MAPS3 = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
 
 BAD = {
     "class_model target None": (lambda m: E.class_model(m, None, steps=1), TypeError, "target"),
-    "class_model target a string": (lambda m: E.class_model(m, "circle", steps=1), TypeError,
-                                    "target"),
-    "class_model target out of range": (lambda m: E.class_model(m, 9, steps=1), ValueError,
-                                        "target class(es) [9] out of range"),
-    "class_model seed a string": (lambda m: E.class_model(m, 1, steps=1, seed="a"), TypeError,
-                                  "seed"),
+    "class_model target a string": (
+        lambda m: E.class_model(m, "circle", steps=1),
+        TypeError,
+        "target",
+    ),
+    "class_model target out of range": (
+        lambda m: E.class_model(m, 9, steps=1),
+        ValueError,
+        "target class(es) [9] out of range",
+    ),
+    "class_model seed a string": (
+        lambda m: E.class_model(m, 1, steps=1, seed="a"),
+        TypeError,
+        "seed",
+    ),
     "class_model shape the model cannot take": (
-        lambda m: E.class_model(m, 1, steps=1, shape=(3, 32, 32)), ValueError, "shape"),
+        lambda m: E.class_model(m, 1, steps=1, shape=(3, 32, 32)),
+        ValueError,
+        "shape",
+    ),
     "class_model shape with a bool": (
-        lambda m: E.class_model(m, 1, steps=1, shape=(True, 64, 64)), ValueError, "shape"),
+        lambda m: E.class_model(m, 1, steps=1, shape=(True, 64, 64)),
+        ValueError,
+        "shape",
+    ),
     "class_model model None": (lambda m: E.class_model(None, 1, steps=1), TypeError, "model"),
     "adversarial target None": (lambda m: E.adversarial(m, MAPS3, None), TypeError, "target"),
-    "adversarial target one-hot": (lambda m: E.adversarial(m, MAPS3, torch.eye(6)[:2]),
-                                   ValueError, "target has shape"),
-    "adversarial x outside [0, 1]": (lambda m: E.adversarial(m, MAPS3 * 2, 0), ValueError,
-                                     "x ranges over"),
+    "adversarial target one-hot": (
+        lambda m: E.adversarial(m, MAPS3, torch.eye(6)[:2]),
+        ValueError,
+        "target has shape",
+    ),
+    "adversarial x outside [0, 1]": (
+        lambda m: E.adversarial(m, MAPS3 * 2, 0),
+        ValueError,
+        "x ranges over",
+    ),
 }
 
 

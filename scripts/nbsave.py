@@ -1,7 +1,7 @@
 """pytest plugin: keep the notebooks that nbval executes, outputs included, for the book.
 
-`make test` runs every notebook under nbval. With this plugin enabled (``-p nbsave`` with
-``tests/`` on the path, or ``pytest_plugins = ["nbsave"]`` in ``tests/conftest.py``), each
+`make test` runs every notebook under nbval. With this plugin enabled (``-p scripts.nbsave``
+with the repository root on the path, as ``pyproject.toml`` sets it), each
 notebook whose code cells all ran without failing is written, with the outputs nbval collected,
 to ``build/executed/NAME.ipynb``. ``scripts/make_book.py`` then builds the book from those
 copies instead of executing the notebooks a second time.
@@ -62,8 +62,10 @@ def dependencies_key(root: Path = ROOT) -> str:
 
 def cells_key(nb: Any) -> str:
     """SHA-256 over the notebook's cells: type and source (outputs and metadata left out)."""
-    cells = [[c["cell_type"], c["source"] if isinstance(c["source"], str)
-              else "".join(c["source"])] for c in nb["cells"]]
+    cells = [
+        [c["cell_type"], c["source"] if isinstance(c["source"], str) else "".join(c["source"])]
+        for c in nb["cells"]
+    ]
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -76,8 +78,11 @@ def source_key(nb: Any, deps: str | None = None, root: Path = ROOT) -> str:
 def stamp(nb: Any, key: str, by: str, seconds: float) -> None:
     """Record in ``nb.metadata.vismap.executed`` who executed it, when, how long, and its key."""
     nb.metadata.setdefault("vismap", {})["executed"] = {
-        "key": key, "by": by, "seconds": round(seconds, 1),
-        "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        "key": key,
+        "by": by,
+        "seconds": round(seconds, 1),
+        "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_executed(nb: Any, path: Path) -> None:
@@ -110,8 +115,11 @@ _deps: str | None = None
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:
-    return hasattr(item, "test_outputs") and hasattr(item, "cell_num") and hasattr(
-        getattr(item, "parent", None), "nb")
+    return (
+        hasattr(item, "test_outputs")
+        and hasattr(item, "cell_num")
+        and hasattr(getattr(item, "parent", None), "nb")
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
