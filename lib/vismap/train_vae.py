@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import data, disentangle, metrics, vae
 from .data import HELDOUT_SEED, TRAIN_SEED
-from .factors import factor_cam
+from .explain.factors import factor_cam
 
 __all__ = [
     "VAE_RECIPES",

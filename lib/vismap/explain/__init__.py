@@ -66,15 +66,15 @@ One module per family, the registry on top (it imports them; none of them import
 * :mod:`~vismap.explain.paths` - SmoothGrad, Integrated Gradients;
 * :mod:`~vismap.explain.synthesis` - class model, adversarial images;
 * :mod:`~vismap.explain.maps` - normalize, upsample;
-* :mod:`vismap.factors` - factor activation maps (chapter 07);
+* :mod:`vismap.explain.factors` - factor activation maps (chapter 07);
 * :mod:`~vismap.explain.registry` - :data:`METHODS`.
 """
 
 from __future__ import annotations
 
-from ..factors import MODES, STATISTICS, factor_cam, factor_score
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layer_gradient, layercam, scorecam
 from .deconvnet import zeiler_fergus
+from .factors import MODES, STATISTICS, factor_cam, factor_score
 from .gradients import RULES, deconvnet, gradient_x_input, guided_backprop, saliency
 from .gradients import relu_rule as relu_rule
 from .maps import normalize, upsample

@@ -3,8 +3,8 @@ layer, fine or coarse, its paper). The widgets, the benchmark, notebook 08's lea
 tests read it; :func:`get_method` looks a name (or a title) up.
 
 This module sits on top of the method families: it imports them (and
-:mod:`vismap.factors`), and none of them imports it at import time (a method that takes another
-by name, as ``smoothgrad(method="saliency")``, looks it up here inside the call). Adding a
+:mod:`vismap.explain.factors`), and none of them imports it at import time (a method that takes
+another by name, as ``smoothgrad(method="saliency")``, looks it up here inside the call). Adding a
 method is its function in its family module and one entry below; the registry-wide contract
 test (``tests/explain/test_contract.py``) then covers it.
 """
@@ -21,8 +21,8 @@ from torch import nn
 
 from .._layers import Layer
 from .._targets import Target
-from ..factors import factor_cam
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layercam, scorecam
+from .factors import factor_cam
 from .gradients import deconvnet, gradient_x_input, guided_backprop, saliency
 from .occlusion import occlusion
 from .paths import integrated_gradients, smoothgrad

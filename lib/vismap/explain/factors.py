@@ -18,12 +18,12 @@ from typing import cast
 import torch
 from torch import nn
 
-from ._checks import check_input, check_model
-from ._layers import Layer
-from ._running import explaining, forward, model_input
-from ._targets import is_score
-from .explain.cams import gradcam, layercam
-from .vae import kl_per_dim
+from .._checks import check_input, check_model
+from .._layers import Layer
+from .._running import explaining, forward, model_input
+from .._targets import is_score
+from ..vae import kl_per_dim
+from .cams import gradcam, layercam
 
 __all__ = ["factor_score", "factor_cam", "STATISTICS", "MODES"]
 
