@@ -334,15 +334,15 @@ def test_any_embedding_through_gradcam():
 # ---------------------------------------------------------------------------- the shipped VAE
 
 
-def _shipped():
-    if "sprites-vae.pt" not in vm.models.read_manifest().get("files", {}):
-        pytest.skip("sprites-vae checkpoint not made yet")
-    return vm.models.load_pretrained("sprites-vae")
+@pytest.fixture
+def shipped(pretrained):
+    """The course's sprites-vae (a copy from the session's cache)."""
+    return pretrained("sprites-vae")
 
 
 @pytest.mark.slow
-def test_shipped_vae_separates_x_and_y_position():
-    vae = _shipped()
+def test_shipped_vae_separates_x_and_y_position(shipped):
+    vae = shipped
     held = vm.data.make_sprites(4000, seed=vm.train.HELDOUT_SEED + 1)
     with torch.no_grad():
         mu, _ = vae(held.images)
@@ -353,9 +353,9 @@ def test_shipped_vae_separates_x_and_y_position():
 
 
 @pytest.mark.slow  # 2000 two-object scenes through the VAE, two joint maps of 500
-def test_shipped_two_object_vae_matches_its_manifest():
+def test_shipped_two_object_vae_matches_its_manifest(pretrained):
     entry = vm.models.read_manifest()["files"]["sprites2-vae.pt"]
-    vae = vm.models.load_pretrained("sprites2-vae")
+    vae = pretrained("sprites2-vae")
     assert isinstance(vae, vm.vae.BroadcastVAE) and entry["architecture"] == "BroadcastVAE"
     held = vm.data.make_sprites(2000, seed=vm.train.HELDOUT_SEED + 3, objects=2)
     measured = vm.train_vae.evaluate_objects(vae, held)
@@ -483,10 +483,10 @@ def test_anomalies_bad_input():
         vm.data.add_anomalies(torch.ones(1, 1, 64, 64))
 
 
-def test_the_kl_parts_are_the_two_terms_of_the_derivation():
+def test_the_kl_parts_are_the_two_terms_of_the_derivation(shipped):
     # KL_i = 1/2 mu_i^2 + 1/2 (sigma_i^2 - log sigma_i^2 - 1): the parts add up to the KL, and the
     # gradient of each part is its term, mu_i dmu_i/dA and 1/2 (sigma_i^2 - 1) dlog sigma_i^2/dA
-    vae = float64(_shipped())
+    vae = float64(shipped)
     x = vm.data.make_sprites(6, seed=vm.train.HELDOUT_SEED + 9).images.double()
     mu, logvar = vae(x)
     parts = [vm.explain.STATISTICS[name](mu, logvar) for name in ("kl_mean", "kl_certainty")]

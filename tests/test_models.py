@@ -140,9 +140,9 @@ def test_train_command_writes_the_checkpoint_and_its_manifest_entry(tmp_path, mo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh):
+def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh, pretrained):
     entry = read_manifest()["files"][f"{name}.pt"]
-    model = load_pretrained(name)
+    model = pretrained(name)
     assert not model.training
     assert all(p.requires_grad for p in model.parameters())
     acc = vm.train.accuracy(model, fresh.images, fresh.labels)
@@ -175,26 +175,26 @@ def fresh_pairs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_both_objects_of_a_pair_are_the_top_two(name, fresh_pairs):
-    rate = vm.train.top2_both(load_pretrained(name), fresh_pairs.images, fresh_pairs.labels)
+def test_both_objects_of_a_pair_are_the_top_two(name, fresh_pairs, pretrained):
+    rate = vm.train.top2_both(pretrained(name), fresh_pairs.images, fresh_pairs.labels)
     assert rate >= 0.90, rate
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_half_pixel_shift_costs_at_most_two_points(name, fresh):
-    model = load_pretrained(name)
+def test_half_pixel_shift_costs_at_most_two_points(name, fresh, pretrained):
+    model = pretrained(name)
     before = vm.train.accuracy(model, fresh.images, fresh.labels)
     after = vm.train.accuracy(model, vm.train.shift_images(fresh.images, 0.5, 0.5), fresh.labels)
     assert before - after <= 0.02, (before, after)
 
 
 @pytest.fixture(scope="module")
-def pair_maps():
+def pair_maps(pretrained):
     """Grad-CAM of shapes-cnn at its last conv layer (rectified, features.10) for each of the
     two classes of 200 two-object scenes, plain and counterfactual."""
     pairs = vm.data.make_shapes(200, seed=779, objects=2)
-    cnn = load_pretrained("shapes-cnn")
+    cnn = pretrained("shapes-cnn")
     maps = {
         (j, cf): vm.explain.gradcam(
             cnn, pairs.images, pairs.labels[:, j], layer="features.10", counterfactual=cf
@@ -235,13 +235,13 @@ def _correlation(a, b):
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
-def test_guided_backprop_separates_the_classes_far_less_than_gradcam():
+def test_guided_backprop_separates_the_classes_far_less_than_gradcam(pretrained):
     # Springenberg et al.'s maps for the two classes of a pair stay alike (measured median
     # correlation 0.61 on the multi-label shapes-cnn, 0.97-0.99 on the softmax-trained one),
     # Grad-CAM's do not (-0.12); guided backprop puts about 5x more of its mass on the object
     # that was not asked for (0.10 against 0.02).
     pairs = vm.data.make_shapes(100, seed=780, objects=2)
-    cnn = load_pretrained("shapes-cnn")
+    cnn = pretrained("shapes-cnn")
     asked = [pairs.labels[:, j] for j in (0, 1)]
     guided = [vm.explain.guided_backprop(cnn, pairs.images, c) for c in asked]
     cams = [vm.explain.gradcam(cnn, pairs.images, c, layer="features.10") for c in asked]
@@ -256,11 +256,11 @@ def test_guided_backprop_separates_the_classes_far_less_than_gradcam():
     assert elsewhere["guided"] >= 3 * elsewhere["gradcam"], elsewhere
 
 
-def test_input_gradient_predicts_a_small_step():
+def test_input_gradient_predicts_a_small_step(pretrained):
     # First-order Taylor: y(x + eps g / |g|) - y(x) = eps |g| up to O(eps^2), unless a max-pool
     # window ties (then autograd's gradient is one piece's, and the prediction misses).
     data = vm.data.make_shapes(32, seed=781)
-    cnn = load_pretrained("shapes-cnn")
+    cnn = pretrained("shapes-cnn")
     x = data.images.clone().requires_grad_(True)
     score = cnn(x).gather(1, data.labels[:, None])[:, 0]
     (g,) = torch.autograd.grad(score.sum(), x)

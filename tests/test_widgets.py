@@ -25,13 +25,13 @@ def close_figures():
 
 
 @pytest.fixture(scope="module")
-def cnn():
-    return vm.models.load_pretrained("shapes-cnn")
+def cnn(pretrained):
+    return pretrained("shapes-cnn")
 
 
 @pytest.fixture(scope="module")
-def gap():
-    return vm.models.load_pretrained("shapes-gap")
+def gap(pretrained):
+    return pretrained("shapes-gap")
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +252,8 @@ def test_explorer_with_several_models_offers_cam_on_the_gap_net(cnn, gap, scenes
 
 
 @pytest.mark.slow  # every method of the explorer, on its default options
-def test_explorer_leaves_the_model_as_it_was(scenes):
-    model = vm.models.load_pretrained("shapes-gap").train()
+def test_explorer_leaves_the_model_as_it_was(scenes, pretrained):
+    model = pretrained("shapes-gap").train()
     flags = [p.requires_grad for p in model.parameters()]
     attributes = set(vars(model))
     w = W.explorer(model, scenes.images[:2])
