@@ -538,6 +538,10 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
                 "        return True\n",
             ),
             (
+                "        return np.linalg.norm(theta - theta_star) <= d0\n",  # a looser "stable"
+                "        return np.linalg.norm(theta - theta_star) <= 2 * d0\n",
+            ),
+            (
                 "low, high = (mid, high) if stable(mid) else (low, mid)",  # the halves swapped
                 "low, high = (low, mid) if stable(mid) else (mid, high)",
             ),
