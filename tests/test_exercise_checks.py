@@ -700,12 +700,13 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
         ns_06_layers,
         [
             (
-                "stops = next(layer for layer in reversed(CONV[:CONV.index(best)])\n"
-                "             if pointing_conv[layer] < pointing_conv[best] / 2)",
-                "k = CONV.index(best)\n"
-                "while pointing_conv[CONV[k]] >= pointing_conv[best] / 2:\n"
-                "    k -= 1\n"
-                "stops = CONV[k]",
+                "    below = [layer for layer in reversed(layers[:layers.index(best)])\n"
+                "             if pointing[layer] < pointing[best] / 2]\n"
+                "    return best, (below[0] if below else None)",
+                "    k = layers.index(best) - 1\n"
+                "    while k >= 0 and pointing[layers[k]] >= pointing[best] / 2:\n"
+                "        k -= 1\n"
+                "    return best, (layers[k] if k >= 0 else None)",
             )
         ],
         [
@@ -715,9 +716,14 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
             ),
             ("masks[:200]).float().mean()", "masks[:200]).float().sum()"),  # hits, not the share
             (
-                "pointing_conv[layer] < pointing_conv[best] / 2",  # below best, not below half of it
-                "pointing_conv[layer] < pointing_conv[best]",
+                "pointing[layer] < pointing[best] / 2",  # below best, not below half of it
+                "pointing[layer] < pointing[best]",
             ),
+            (
+                "reversed(layers[:layers.index(best)])",  # searched from the input end
+                "layers[:layers.index(best)]",
+            ),
+            ("    best = max(layers, key=pointing.get)", "    best = layers[-1]"),  # the last layer
         ],
     ),
     (
