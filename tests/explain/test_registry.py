@@ -263,7 +263,7 @@ def test_one_short_module_per_family_and_no_e402():
         "synthesis",
         "maps",
         "factors",
-        "lrp",
+        "relevance",
         "registry",
     }
     for path in modules().values():

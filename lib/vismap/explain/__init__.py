@@ -61,7 +61,7 @@ One module per family, the registry on top (it imports them; none of them import
 
 * :mod:`~vismap.explain.gradients` - saliency, the ReLU rules (:data:`RULES`), deconvnet,
   guided backprop, gradient x input;
-* :mod:`~vismap.explain.lrp` - layer-wise relevance propagation, one function per rule;
+* :mod:`~vismap.explain.relevance` - layer-wise relevance propagation, one function per rule;
 * :mod:`~vismap.explain.deconvnet` - the explicit Zeiler-Fergus deconvnet;
 * :mod:`~vismap.explain.occlusion` - occlusion;
 * :mod:`~vismap.explain.cams` - CAM, Grad-CAM, LayerCAM, guided Grad-CAM, Grad-CAM++,
@@ -80,11 +80,11 @@ from .deconvnet import zeiler_fergus
 from .factors import MODES, STATISTICS, factor_cam, factor_score
 from .gradients import RULES, deconvnet, gradient_x_input, guided_backprop, saliency
 from .gradients import relu_rule as relu_rule
-from .lrp import LRP_RULES, lrp
 from .maps import normalize, upsample
 from .occlusion import occlusion
 from .paths import integrated_gradients, path_rule, smoothgrad
 from .registry import METHODS, NEEDS, Method, get_method
+from .relevance import LRP_RULES, lrp
 from .synthesis import adversarial, class_model
 
 __all__ = [

@@ -24,9 +24,9 @@ from .._targets import Target
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layercam, scorecam
 from .factors import factor_cam
 from .gradients import deconvnet, gradient_x_input, guided_backprop, saliency
-from .lrp import lrp
 from .occlusion import occlusion
 from .paths import integrated_gradients, smoothgrad
+from .relevance import lrp
 
 __all__ = ["NEEDS", "Method", "METHODS", "get_method"]
 

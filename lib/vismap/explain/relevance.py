@@ -47,6 +47,7 @@ from .._running import forward, inference_safe, model_input
 from .._targets import Target, target_scores
 
 __all__ = [
+    "Affine",
     "LRP_RULES",
     "STABILISER",
     "lrp",
@@ -80,7 +81,7 @@ def stabilise(z: Tensor, epsilon: float) -> Tensor:
     that received nothing passes nothing on (its ``R`` is 0 too, wherever it feeds a ReLU)."""
     if epsilon == 0:
         return torch.where(z == 0, torch.inf, z)
-    return z + torch.where(z >= 0, epsilon, -epsilon)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)  # in z's dtype: epsilon not rounded
 
 
 def redistribute(
