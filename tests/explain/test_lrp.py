@@ -388,6 +388,39 @@ def test_lrp_0_is_gradient_times_input_on_a_relu_network(name, course, scenes):
     )
 
 
+@pytest.mark.portable
+def test_batch_norm_is_folded_exactly():
+    # a batch norm with a large eps and running statistics, in float64: the folded chain's LRP-0
+    # is gradient x input of the model as it is (batch norm included), and the model is left
+    # with its modules and buffers
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4, eps=0.1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 6 * 6, 5),
+            nn.BatchNorm1d(5, eps=0.05),
+            nn.ReLU(),
+            nn.Linear(5, 3),
+        ).double()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.2, 3.0)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
+        x = torch.rand(4, 3, 6, 6, dtype=torch.float64)
+    model.eval()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    got = E.lrp(model, x, [0, 1, 2, 0], rule="0")
+    assert_maps_close(got, E.gradient_x_input(model, x, [0, 1, 2, 0]), 1e-12, msg="BN folded")
+    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 1
+
+
 CONSERVING = [
     {"rule": "0"},
     {"rule": "gamma"},

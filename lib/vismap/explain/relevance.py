@@ -178,8 +178,10 @@ def lrp(
     The relevance put on the output is the score, ``R = f * d score / d f`` (for a class
     target, the class's logit ``f_c`` on its own output neuron); each layer hands it to its
     inputs by the rule, down to the pixels: ``R_i`` per pixel and channel. With a conserving
-    rule (``"0"``, ``"zplus"``, ``"alphabeta"``, ``"gamma"``) on a network without biases,
-    ``sum_i R_i = f_c(x)``; biases, and epsilon, absorb the rest.
+    rule (``"0"``, ``"gamma"``, ``"zplus"``, and z^B first) on a network without biases,
+    ``sum_i R_i = f_c(x)``; biases, and epsilon, absorb the rest. Alpha-beta conserves only
+    where a unit has both positive and negative contributions (one without negative ones hands
+    down ``alpha R_k``). A ``z`` of exactly 0 passes nothing on (:func:`stabilise`).
 
     Args:
         model: a chain of supported modules (:func:`layer_chain`): the course's classifiers,
