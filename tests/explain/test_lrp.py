@@ -380,6 +380,16 @@ def test_equals_captum_on_torchvision_vgg11(vggs):
 
 
 @pytest.mark.portable
+@pytest.mark.parametrize("rule", ["zplus", "alphabeta", "epsilon"])
+def test_negative_inputs_equal_zennit(rule, course, scenes):
+    # z+ and alpha-beta count the positive contributions (a_j w_jk)^+ = a^+ w^+ + a^- w^-, as
+    # zennit does: on inputs below zero (x - 0.5) the sign split of the inputs matters
+    model, (x, target) = course["shapes-cnn"], scenes
+    got = E.lrp(model, x - 0.5, target, rule=rule)
+    assert_maps_close(got, zennit_lrp(model, x - 0.5, target, rule), 1e-10, msg=rule)
+
+
+@pytest.mark.portable
 @pytest.mark.parametrize("name", COURSE)
 def test_lrp_0_is_gradient_times_input_on_a_relu_network(name, course, scenes):
     model, (x, target) = course[name], scenes
@@ -501,6 +511,21 @@ class Branching(nn.Module):
         return self.fc(torch.cat([self.a(x), self.b(x)], 1)[:, :2].flatten(1))
 
 
+class Skipping(nn.Module):
+    """Only supported modules, but not a chain: the ReLU's output is thrown away, and the
+    layer after it reads the convolution's output (relevance through the ReLU would be wrong)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(3, 2, 3), nn.ReLU()
+        self.flat, self.fc = nn.Flatten(), nn.Linear(2 * 6 * 6, 2)
+
+    def forward(self, x):
+        a = self.conv(x)
+        self.relu(a)
+        return self.fc(self.flat(a))
+
+
 class DataDependent(nn.Module):
     def __init__(self):
         super().__init__()
@@ -532,7 +557,8 @@ REFUSED = {
         ),
         ("batch norm",),
     ),
-    "two branches": (Branching, ("chain",)),
+    "two branches joined by torch.cat": (Branching, ("'cat'",)),
+    "a layer whose output is not the next one's input": (Skipping, ("no branches",)),
     "untraceable": (DataDependent, ("torch.fx",)),
 }
 
