@@ -431,6 +431,41 @@ def test_batch_norm_is_folded_exactly():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 1
 
 
+@pytest.mark.portable
+def test_captum_treats_batch_norm_as_a_layer_of_its_own():
+    # By design: captum's LRP gives a batch norm its own epsilon rule; vismap (and zennit's
+    # canonizer) fold it into the convolution first. Under LRP-0 the two agree: for two linear
+    # layers in a row, a_j w_jk / z_k * (z_k g_k / y_k) R_k = a_j (w_jk g_k) / y_k R_k, the
+    # folded layer's share. Under LRP-epsilon they differ: captum adds epsilon at both layers.
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        model = (
+            nn.Sequential(
+                nn.Conv2d(3, 4, 3, padding=1),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(4 * 6 * 6, 3),
+            )
+            .double()
+            .eval()
+        )
+        with torch.no_grad():
+            model[1].running_mean.uniform_(-0.3, 0.3)
+            model[1].running_var.uniform_(0.5, 2.0)
+            model[1].weight.uniform_(0.5, 1.5)
+            model[1].bias.uniform_(-0.3, 0.3)
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    target = model(x).argmax(1)
+    for rule, epsilon, same in (("0", 1e-9, True), ("epsilon", 0.25, False)):
+        got = E.lrp(model, x, target, rule=rule)
+        reference = captum_model(model, rule)
+        reference[1].rule = captum_rules.EpsilonRule(epsilon)  # type: ignore[assignment]
+        want = captum_attr.LRP(reference).attribute(x.clone().requires_grad_(True), target=target)
+        close = float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+        assert close == same, rule
+
+
 CONSERVING = [
     {"rule": "0"},
     {"rule": "gamma"},
