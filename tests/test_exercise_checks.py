@@ -285,6 +285,12 @@ def ns_04_pairs() -> dict:
     }
 
 
+def ns_04_lrp() -> dict:
+    from vismap.explain import relevance
+
+    return {**BASE, "relevance": relevance}
+
+
 def ns_06() -> dict:
     return _shapes_namespace(16)
 
@@ -633,6 +639,41 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
             ("mask_a[:k], mask_b[:k]", "pairs.masks[:k, 0], pairs.masks[:k, 1]"),
         ],
     ),  # without the rim
+    (
+        "04_springenberg.ipynb",
+        "lrp-epsilon",
+        ns_04_lrp,
+        [
+            (
+                "s = r / torch.where(z >= 0, z + eps, z - eps)\n    return a * (s @ w)",
+                "s = r / (z + eps * (2 * (z >= 0).to(z.dtype) - 1))\n"
+                "    return torch.einsum('nk,kj->nj', s, w) * a",
+            ),
+            ("z = a @ w.T + b", "z = torch.nn.functional.linear(a, w, b)"),
+        ],
+        [
+            ("torch.where(z >= 0, z + eps, z - eps)", "z"),  # no stabiliser: 0 / 0
+            ("torch.where(z >= 0, z + eps, z - eps)", "(z + eps * torch.sign(z))"),  # sign(0) = 0
+            ("torch.where(z >= 0, z + eps, z - eps)", "(z + eps)"),  # not signed
+            ("z = a @ w.T + b", "z = a @ w.T"),  # the bias forgotten
+        ],
+    ),
+    (
+        "04_springenberg.ipynb",
+        "lrp-zplus",
+        ns_04_lrp,
+        [
+            ("w.clamp(min=0), b.clamp(min=0)", "torch.relu(w), F.relu(b)"),
+            ("torch.where(z == 0, 0.0, r / z)", "r / torch.where(z == 0, torch.inf, z)"),
+        ],
+        [
+            ("w.clamp(min=0), b.clamp(min=0)", "w.clamp(max=0), b.clamp(min=0)"),  # w- not w+
+            ("w.clamp(min=0), b.clamp(min=0)", "w.clamp(min=0), b"),  # the whole bias
+            ("z = a @ w_plus.T + b_plus", "z = a @ w_plus.T"),  # the bias forgotten
+            ("return a * (s @ w_plus)", "return a * (s @ w)"),  # w in the numerator
+            ("torch.where(z == 0, 0.0, r / z)", "r / z"),  # 0 / 0 where nothing is positive
+        ],
+    ),
     (
         "05_cam.ipynb",
         "cam-by-hand",

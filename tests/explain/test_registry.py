@@ -60,6 +60,7 @@ def test_registry_entries_are_complete_and_consistent():
         "layercam",
         "guided_gradcam",
         "factor_cam",
+        "lrp",
     }
     assert set(E.METHODS) == expected
 
@@ -149,6 +150,8 @@ PUBLIC = [
     "MODES",
     "NEEDS",
     "RULES",
+    "lrp",
+    "LRP_RULES",
 ]
 MACHINERY = [
     "Layer",
@@ -260,6 +263,7 @@ def test_one_short_module_per_family_and_no_e402():
         "synthesis",
         "maps",
         "factors",
+        "relevance",
         "registry",
     }
     for path in modules().values():

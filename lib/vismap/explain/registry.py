@@ -26,6 +26,7 @@ from .factors import factor_cam
 from .gradients import deconvnet, gradient_x_input, guided_backprop, saliency
 from .occlusion import occlusion
 from .paths import integrated_gradients, smoothgrad
+from .relevance import lrp
 
 __all__ = ["NEEDS", "Method", "METHODS", "get_method"]
 
@@ -34,6 +35,10 @@ NEEDS = {
     "nn.ReLU": "ReLUs as nn.ReLU modules (their backward rule is replaced)",
     "GAP": "a network that ends in global average pooling and one linear layer",
     "VAE": "a VAE encoder that returns (mu, logvar); the target is latent dimensions",
+    "chain": (
+        "a chain of supported modules (Conv2d, Linear, BatchNorm after one, ReLU, pooling, "
+        "Flatten, Dropout): no residual addition, no functional op"
+    ),
 }
 
 
@@ -148,6 +153,17 @@ METHODS: dict[str, Method] = _entries(
         title="Integrated Gradients",
         grain="fine",
         paper="Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+    ),
+    Method(
+        name="lrp",
+        function=lrp,
+        title="LRP",
+        grain="fine",
+        paper=(
+            "Bach et al. 2015, On Pixel-Wise Explanations by Layer-Wise Relevance Propagation; "
+            "Montavon et al. 2019, Layer-Wise Relevance Propagation: An Overview"
+        ),
+        needs=("chain",),
     ),
     Method(
         name="occlusion",
