@@ -18,6 +18,18 @@ Layer = str | nn.Module
 Tokens = tuple[int, int] | None
 
 
+def check_tokens(tokens: object) -> tuple[int, int]:
+    """``tokens`` as ``(h, w)``, two ints (their size is checked against a layer's output by
+    :func:`token_layout`), or a TypeError."""
+    try:
+        h, w = (operator.index(v) for v in tokens)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"tokens must be the patch grid (h, w), two positive ints, got {tokens!r}"
+        ) from None
+    return h, w
+
+
 def token_layout(model: nn.Module, name: str, count: int, tokens: Tokens = None) -> tuple:
     """``(prefix, h, w)``: how the ``count`` tokens of layer ``name``'s output ``(n, T, D)`` lie
     on the image. The first ``prefix`` tokens (a class token, say) have no place in the image
@@ -31,12 +43,7 @@ def token_layout(model: nn.Module, name: str, count: int, tokens: Tokens = None)
     token count and the grids that would fit.
     """
     if tokens is not None:
-        try:
-            h, w = (operator.index(v) for v in tokens)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"tokens must be the patch grid (h, w), two positive ints, got {tokens!r}"
-            ) from None
+        h, w = check_tokens(tokens)
         if h < 1 or w < 1 or h * w > count:
             raise ValueError(
                 f"tokens=(h, w) = {(h, w)} does not fit layer {name!r}: it outputs {count} "
@@ -106,9 +113,17 @@ def capture(model: nn.Module, layer: Layer, handles: list, tokens: Tokens = None
     prefix tokens detached (nothing below the layer is differentiated).
     """
     name, module = resolve_layer(model, layer)
+    if tokens is not None:
+        check_tokens(tokens)
     record: dict = {}
 
     def hook(_module, _inputs, output):
+        if tokens is not None and not (isinstance(output, torch.Tensor) and output.dim() == 3):
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+            raise ValueError(
+                f"tokens=(h, w) lays out a layer's tokens (n, T, D), and layer {name!r} outputs "
+                f"{shape}; leave tokens out (None) for feature maps"
+            )
         if isinstance(output, torch.Tensor) and output.dim() == 3:
             n, count, dim = output.shape
             prefix, h, w = token_layout(model, name, count, tokens)

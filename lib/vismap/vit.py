@@ -84,7 +84,8 @@ class ShapesViT(nn.Module):
     """A vision transformer: patch embedding, class token, position embeddings, ``depth``
     blocks, a final layer norm and a linear head on the class token.
 
-    ``(n, 3, 64, 64)`` images with 8x8 patches give an 8x8 grid of 64 patch tokens after the
+    The input is standardised by the training scenes' pixel statistics, then ``(n, 3, 64, 64)``
+    images with 8x8 patches give an 8x8 grid of 64 patch tokens after the
     class token, ``T = 65`` tokens of ``D = dim`` numbers; a block's output is ``(n, T, D)``.
 
     Attributes:
@@ -95,6 +96,9 @@ class ShapesViT(nn.Module):
     """
 
     num_prefix_tokens = 1
+    #: the pixel mean and standard deviation of the training scenes (the three channels alike):
+    #: the model standardises its input first, ``(x - mean) / std``, a fixed affine map
+    pixel_mean, pixel_std = 0.277, 0.177
 
     def __init__(
         self,
@@ -103,7 +107,7 @@ class ShapesViT(nn.Module):
         image_size: int = 64,
         patch: int = 8,
         dim: int = 64,
-        depth: int = 4,
+        depth: int = 3,
         heads: int = 4,
         mlp_ratio: int = 2,
     ):
@@ -125,6 +129,7 @@ class ShapesViT(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.pixel_mean) / self.pixel_std
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (n, h*w, D), row by row
         z = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], 1) + self.pos_embed
         z = self.blocks(z)
@@ -132,7 +137,7 @@ class ShapesViT(nn.Module):
 
 
 def shapes_vit(classes: int = len(SHAPE_CLASSES), batchnorm: bool = False) -> ShapesViT:
-    """The course's ViT, ``shapes-vit``: 8x8 patches of the 64x64 images, ``D = 64``, 4 blocks of
+    """The course's ViT, ``shapes-vit``: 8x8 patches of the 64x64 images, ``D = 64``, 3 blocks of
     4 heads, MLP width 128. ``batchnorm`` is accepted for the training code's sake and must be
     False (a transformer has layer norms, nothing to fold)."""
     if batchnorm:
