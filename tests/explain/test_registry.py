@@ -60,6 +60,8 @@ def test_registry_entries_are_complete_and_consistent():
         "layercam",
         "guided_gradcam",
         "factor_cam",
+        "rollout",
+        "chefer",
     }
     assert set(E.METHODS) == expected
 
@@ -149,6 +151,10 @@ PUBLIC = [
     "MODES",
     "NEEDS",
     "RULES",
+    # chapter 11's, added since: the maps of a transformer's attention
+    "rollout",
+    "chefer",
+    "attention_maps",
 ]
 MACHINERY = [
     "Layer",
@@ -252,6 +258,7 @@ def test_one_short_module_per_family_and_no_e402():
     families = {p.stem for p in (LIB / "explain").glob("*.py")}
     assert families == {
         "__init__",
+        "attention",
         "gradients",
         "deconvnet",
         "occlusion",
