@@ -40,6 +40,7 @@ def by_hand(model: ShapesViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch
     """The ViT's forward written out from the paper's equations, with no module call but the
     parameters: its scores and every block's attention ``A_l (n, heads, T, T)``, on one graph."""
     n, p = len(x), model.patch_embed.kernel_size[0]
+    x = (x - model.pixel_mean) / model.pixel_std  # the input standardised
     patches = F.unfold(x, p, stride=p).transpose(1, 2)  # (n, N, 3 p p), row by row
     e = model.patch_embed.weight.flatten(1)
     z = torch.cat([model.cls_token.expand(n, 1, -1), patches @ e.T + model.patch_embed.bias], 1)
