@@ -13,6 +13,10 @@ architecture it was written for:
 
 Every non-linearity is an ``nn.ReLU`` module (not ``F.relu``), so the explanation methods can
 find it and change its backward rule.
+
+``shapes-vit`` (chapter 11, :mod:`vismap.vit`) is a small vision transformer trained on the same
+scenes: 8x8 patches, a class token, pre-norm blocks ``blocks.0 ...`` whose attention
+probabilities are the output of ``blocks.l.attn.probs``.
 """
 
 from __future__ import annotations

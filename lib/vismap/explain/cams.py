@@ -79,6 +79,12 @@ def gradcam(
     (the paper's counterfactual explanations): the map shows the regions whose features argue
     *against* the target.
 
+    At a transformer block (output ``(n, T, D)``) ``A`` is its patch tokens on their grid: the
+    class token dropped, channel ``k`` the embedding dimension ``k``, ``A^k_ij = z[1 + i w + j,
+    k]`` (the grid from the model's ``token_grid``, a square after one class token, or
+    ``tokens=(h, w)``). A class-token head reads only the class token after the last block, so
+    Grad-CAM there is zero: take a block below it (chapter 11).
+
     Returns:
         ``(n, 1, H, W)`` upsampled bilinearly to the input, or ``(n, 1, h, w)`` at the layer's
         resolution with ``upsampled=False``. Unnormalised (see :func:`normalize`).
