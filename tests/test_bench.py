@@ -25,7 +25,7 @@ sys.modules["bench"] = bench  # its dataclasses look their module up while it lo
 _spec.loader.exec_module(bench)
 
 # the rows of each setting, in registry order: CAM only on the GAP network (ResNet-18), no
-# factor maps (they explain a VAE)
+# factor maps (they explain a VAE) and no attention maps (they explain a transformer)
 COMMON = [
     "saliency",
     "deconvnet",
@@ -134,7 +134,9 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
 
 def test_every_registry_method_that_runs_on_the_model_has_a_row():
     names = {row.split(",")[0].split(" (")[0] for rows in ROWS.values() for row in rows}
-    assert names == {n for n, m in vm.explain.METHODS.items() if "VAE" not in m.needs}
+    cnn = vm.models.shapes_cnn()
+    assert names == {n for n, m in vm.explain.METHODS.items() if m.unmet(cnn) is None}
+    assert {"factor_cam", "rollout", "chefer"}.isdisjoint(names)
     assert set(bench.PLANS) <= set(vm.explain.METHODS)
 
 

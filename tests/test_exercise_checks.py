@@ -7,7 +7,7 @@ The notebook's own solution must pass; a correct answer written another way (ano
 the sums, another function of torch) must pass too; and each mutation, a wrong answer a student
 plausibly writes, must make the check fail. A check that compares float32 results to a
 tolerance below their rounding fails the second kind on another CPU, and a check that cannot
-fail passes the third: both are caught here. Every exercise of notebooks 01 to 10 is covered;
+fail passes the third: both are caught here. Every exercise of notebooks 01 to 11 is covered;
 chapter 09 runs on ResNet-50 with torchvision's random weights, as the notebook does offline
 (its photos are scikit-image's, on the disk). Where a check fixes a costly computation (800
 scenes encoded six times, ResNet-50's maps), the library's pure functions are remembered within
@@ -427,6 +427,22 @@ def ns_09_edges() -> dict:
 def ns_10() -> dict:
     namespace = _shapes_namespace(8)
     return {**namespace, "cnn64": copy.deepcopy(namespace["cnn"]).double()}
+
+
+def ns_11() -> dict:
+    nb = "11_vit.ipynb"
+    vit64 = pretrained("shapes-vit").double()
+    seed = vm.data.HELDOUT_SEED + 11
+    namespace = {
+        **BASE,
+        "vit64": vit64,
+        "BLOCKS": [f"blocks.{i}" for i in range(len(vit64.blocks))],
+        "pairs": vm.data.make_shapes(24, seed=seed, objects=2),
+        "single": vm.data.make_shapes(3, seed=seed),
+    }
+    for marker in ("def tokens_by_hand", "def record_attention"):
+        run_cell(namespace, nb, marker)
+    return namespace
 
 
 # (notebook, grade id, namespace, correct answers written another way, mutations)
@@ -970,6 +986,45 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
             ("(x + eps * grad.sign())", "(x + eps * grad / grad.abs().amax())"),
         ],
     ),  # not the sign
+]
+
+
+CASES += [
+    (
+        "11_vit.ipynb",
+        "ex11-tokens-grid",
+        ns_11,
+        [
+            (
+                "    patches = z[:, 1:]\n"
+                "    return patches.reshape(len(z), h, w, z.shape[-1]).permute(0, 3, 1, 2)\n",
+                "    return z[:, -h * w:].transpose(1, 2).reshape(len(z), -1, h, w)\n",
+            )
+        ],
+        [
+            ("patches = z[:, 1:]", "patches = z"),  # the class token kept
+            ("patches = z[:, 1:]", "patches = z[:, :-1]"),  # the last token dropped, not the first
+            (".permute(0, 3, 1, 2)", ".permute(0, 3, 2, 1)"),  # the grid transposed
+        ],
+    ),
+    (
+        "11_vit.ipynb",
+        "ex11-rollout",
+        ns_11,
+        [
+            (
+                "A_hat = A_hat / A_hat.sum(-1, keepdim=True)",
+                "A_hat = A_hat / A_hat.sum(2)[..., None]",
+            ),
+            ("R = A_hat @ R", "R = torch.einsum('nij,njk->nik', A_hat, R)"),
+        ],
+        [
+            ("A_hat = 0.5 * fused + 0.5 * eye", "A_hat = fused"),  # no identity
+            ("        A_hat = A_hat / A_hat.sum(-1, keepdim=True)\n", ""),  # no re-normalisation
+            ("R = A_hat @ R", "R = R @ A_hat"),  # from the last block to the first
+            ("R[:, 0, 1:]", "R[:, 1:, 0]"),  # the class token's column, not its row
+        ],
+    ),
 ]
 
 

@@ -8,9 +8,16 @@ from conftest import assert_maps_close
 from torch import nn
 
 import vismap as vm
-from vismap.models import ARCHITECTURES, CheckpointError, load_pretrained, read_manifest
+from vismap.models import (
+    ARCHITECTURES,
+    TRANSFORMERS,
+    CheckpointError,
+    load_pretrained,
+    read_manifest,
+)
 
 NAMES = list(ARCHITECTURES)
+CLASSIFIERS = [*ARCHITECTURES, *TRANSFORMERS]  # every shipped Shapes classifier, the ViT too
 
 
 @pytest.fixture(scope="module")
@@ -139,25 +146,64 @@ def test_train_command_writes_the_checkpoint_and_its_manifest_entry(tmp_path, mo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+def test_train_command_trains_the_vit_by_its_recipe(tmp_path, monkeypatch, capsys):
+    small = {**vm.train.RECIPES["shapes-vit"], "steps": 3, "n_single": 64, "n_pairs": 64}
+    monkeypatch.setitem(vm.train.RECIPES, "shapes-vit", small)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    vm.train.main(["--only", "shapes-vit", "--out", str(tmp_path), "--jobs", "1"])
+    entry = read_manifest(tmp_path)["files"]["shapes-vit.pt"]
+    assert entry["sha256"] == vm.models.sha256(tmp_path / "shapes-vit.pt")
+    assert entry["command"] == "python -m vismap.train --only shapes-vit --seed 0"
+    assert entry["weight_decay"] > 0 and entry["loss"] == "multilabel"
+    model = load_pretrained("shapes-vit", folder=tmp_path)
+    assert isinstance(model, vm.models.ShapesViT) and not model.training
+    assert "shapes-vit: held-out accuracy" in capsys.readouterr().out
+
+
+def test_fit_checks_weight_decay_and_warmup():
+    data = vm.data.make_shapes(8, seed=5)
+    net = vm.models.shapes_vit()
+    for bad in ({"weight_decay": -0.1}, {"warmup": 0.0}, {"warmup": 1.0}):
+        with pytest.raises(ValueError, match="weight_decay must be >= 0 and warmup"):
+            vm.train.fit(net, data.images, data.labels, steps=1, progress=False, **bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_shipped_checkpoint_reaches_its_manifest_accuracy(name, fresh, pretrained):
     entry = read_manifest()["files"][f"{name}.pt"]
     model = pretrained(name)
     assert not model.training
     assert all(p.requires_grad for p in model.parameters())
     acc = vm.train.accuracy(model, fresh.images, fresh.labels)
-    assert abs(acc - entry["accuracy"]) <= 0.01, (acc, entry["accuracy"])
+    # two independent sets of 2,000 scenes: their accuracies differ by sampling, with standard
+    # error sqrt(2 p (1 - p) / n) (0.003 at p = 0.99, 0.014 at p = 0.72); three of them, or 0.01
+    p, n = entry["accuracy"], len(fresh)
+    tolerance = max(0.01, 3 * (2 * p * (1 - p) / n) ** 0.5)
+    assert abs(acc - entry["accuracy"]) <= tolerance, (acc, entry["accuracy"], tolerance)
     assert entry["bytes"] <= 2_000_000
     assert entry["command"].startswith("python -m vismap.train")
 
 
-def test_accuracy_targets():
-    files = read_manifest()["files"]
-    for name in NAMES:
-        entry = files[f"{name}.pt"]
-        assert entry["accuracy"] >= 0.97, (name, entry["accuracy"])
-        assert entry["pairs_top2"] >= 0.90, (name, entry["pairs_top2"])
-        assert entry["n_pairs"] > 0 and "two-object" in entry["trained_on"]
+@pytest.mark.parametrize(
+    "name",
+    [
+        *NAMES,
+        pytest.param(
+            "shapes-vit",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="shapes-vit, trained by its recipe in 15 minutes, reaches 0.72 accuracy "
+                "and 0.33 pairs in the top 2, short of the targets (see its manifest entry)",
+            ),
+        ),
+    ],
+)
+def test_accuracy_targets(name):
+    entry = read_manifest()["files"][f"{name}.pt"]
+    assert entry["n_pairs"] > 0 and "two-object" in entry["trained_on"]
+    assert entry["accuracy"] >= 0.97, (name, entry["accuracy"])
+    assert entry["pairs_top2"] >= 0.90, (name, entry["pairs_top2"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +227,7 @@ def test_both_objects_of_a_pair_are_the_top_two(name, fresh_pairs, pretrained):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_half_pixel_shift_costs_at_most_two_points(name, fresh, pretrained):
     model = pretrained(name)
     before = vm.train.accuracy(model, fresh.images, fresh.labels)

@@ -84,9 +84,22 @@ EXPECTED = {
 }
 
 
-def test_the_explorer_offers_every_classifier_method_of_the_registry():
-    assert set(W.classifier_methods()) == set(EXPECTED) | {"cam"}
+def test_the_explorer_offers_every_classifier_method_of_the_registry(cnn):
+    assert set(W.classifier_methods()) == set(EXPECTED) | {"cam", "rollout", "chefer"}
     assert "factor_cam" not in W.classifier_methods()  # a VAE's: the latent explorer's
+    # for a CNN, the methods its needs allow: no attention methods, with the reason
+    assert set(W.classifier_methods(cnn)) == set(EXPECTED) | {"cam"}
+    with pytest.raises(ValueError, match="'rollout' needs attention modules.*ShapesNet has none"):
+        W.render_explorer(cnn, torch.zeros(3, 64, 64), 0, "rollout")
+
+
+def test_the_explorer_offers_a_vit_its_methods(pretrained):
+    vit = pretrained("shapes-vit")
+    offered = set(W.classifier_methods(vit))
+    assert {"rollout", "chefer", "gradcam", "saliency"} <= offered
+    assert not offered & {"deconvnet", "guided_backprop", "guided_gradcam"}  # no nn.ReLU
+    r = W.render_explorer(vit, torch.rand(3, 64, 64), 1, "rollout")
+    assert r["map"].shape == (1, 1, 64, 64) and r["method"] == "rollout"
 
 
 @pytest.mark.parametrize("method", list(EXPECTED))

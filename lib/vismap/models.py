@@ -13,6 +13,10 @@ architecture it was written for:
 
 Every non-linearity is an ``nn.ReLU`` module (not ``F.relu``), so the explanation methods can
 find it and change its backward rule.
+
+``shapes-vit`` (chapter 11, :mod:`vismap.vit`) is a small vision transformer trained on the same
+scenes: 8x8 patches, a class token, pre-norm blocks ``blocks.0 ...`` whose attention
+probabilities are the output of ``blocks.l.attn.probs``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .photos import (
     weights_path,
 )
 from .vae import BroadcastVAE, SpritesVAE
+from .vit import ShapesViT, shapes_vit
 
 __all__ = [
     "ShapesNet",
@@ -43,6 +48,9 @@ __all__ = [
     "shapes_gap",
     "shapes_allconv",
     "ARCHITECTURES",
+    "ShapesViT",
+    "shapes_vit",
+    "TRANSFORMERS",
     "PRETRAINED",
     "ENCODERS",
     "imagenet",
@@ -156,11 +164,15 @@ ARCHITECTURES: dict[str, Callable[..., ShapesNet]] = {
     "shapes-allconv": shapes_allconv,
 }
 
-#: Every whole model shipped in ``data/``: the classifiers and chapter 07's two VAEs
+#: The course's vision transformer (chapter 11, :mod:`vismap.vit`), trained on the same scenes.
+TRANSFORMERS: dict[str, Callable[..., ShapesViT]] = {"shapes-vit": shapes_vit}
+
+#: Every whole model shipped in ``data/``: the classifiers, the ViT and chapter 07's two VAEs
 #: (``sprites-vae`` on one sprite; ``sprites2-vae``, with a Spatial Broadcast Decoder, on
 #: two-object scenes).
 PRETRAINED: dict[str, Callable[[], nn.Module]] = {
     **ARCHITECTURES,
+    **TRANSFORMERS,
     "sprites-vae": SpritesVAE,
     "sprites2-vae": BroadcastVAE,
 }
@@ -228,8 +240,8 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
 
     Args:
         name: one of :data:`PRETRAINED` (``"shapes-cnn"``, ``"shapes-gap"``, ``"sprites-vae"``,
-            ``"shapes-allconv"``, ``"sprites2-vae"``) or :data:`ENCODERS` (encoder only: its
-            ``decode`` raises).
+            ``"shapes-allconv"``, ``"shapes-vit"``, ``"sprites2-vae"``) or :data:`ENCODERS`
+            (encoder only: its ``decode`` raises).
         folder: where the checkpoints are; default :func:`data_dir`.
 
     Raises:

@@ -121,10 +121,16 @@ def _class_index(target, classes: Sequence[str]) -> int:
     )
 
 
-def classifier_methods() -> list[str]:
+def classifier_methods(model: nn.Module | None = None) -> list[str]:
     """The names of the registry's methods (:data:`vismap.explain.METHODS`) that explain a
-    classifier's class: the explorer's choices (CAM only for a GAP network)."""
-    return [m.name for m in explain.METHODS.values() if "VAE" not in m.needs]
+    classifier's class: the explorer's choices (CAM only for a GAP network). Given a ``model``,
+    only those whose needs it meets (:meth:`vismap.explain.Method.unmet`: the attention methods
+    for a transformer, the ReLU rules for a network with ``nn.ReLU`` modules)."""
+    return [
+        m.name
+        for m in explain.METHODS.values()
+        if "VAE" not in m.needs and (model is None or m.unmet(model) is None)
+    ]
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -230,6 +236,12 @@ def render_explorer(
             f"method {entry.name!r} explains a VAE's latent factors; the explorer "
             f"explains a classifier: use latent_explorer, or one of "
             f"{', '.join(classifier_methods())}"
+        )
+    unmet = entry.unmet(model)
+    if unmet is not None:
+        raise ValueError(
+            f"method {entry.name!r} {unmet}, and this {type(model).__name__} has none; use one "
+            f"of {', '.join(classifier_methods(model))}"
         )
     target = _class_index(target, classes)
     if entry.layered:
@@ -411,7 +423,7 @@ class Explorer(_Panel):
         """``(title, name)`` of the methods offered for ``model``."""
         return [
             (explain.METHODS[m].title, m)
-            for m in classifier_methods()
+            for m in classifier_methods(model)
             if m != "cam" or self._cam_layer(model) is not None
         ]
 

@@ -40,7 +40,9 @@ FAST = {
 @pytest.fixture(scope="module")
 def models(pretrained) -> dict[str, nn.Module]:
     """The module's shared models: a test that changes one changes a copy."""
-    return {name: pretrained(name) for name in ("shapes-cnn", "shapes-gap", "sprites-vae")}
+    return {
+        name: pretrained(name) for name in ("shapes-cnn", "shapes-gap", "sprites-vae", "shapes-vit")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,8 @@ class Setting:
 
 
 def setting(name: str, models, images) -> Setting:
+    """The model an entry runs on: one whose needs it meets (a VAE, a GAP network, a
+    transformer, else shapes-cnn)."""
     entry = E.METHODS[name]
     if "VAE" in entry.needs:
         return Setting(entry, models["sprites-vae"], "encoder.3", images["sprites"], [0, 4])
@@ -89,6 +93,8 @@ def setting(name: str, models, images) -> Setting:
         return Setting(
             entry, models["shapes-gap"], "features.10", images["shapes"], images["labels"]
         )
+    if "attention" in entry.needs:  # a transformer's attention maps
+        return Setting(entry, models["shapes-vit"], "blocks.2", images["shapes"], images["labels"])
     return Setting(entry, models["shapes-cnn"], "features.10", images["shapes"], images["labels"])
 
 
@@ -517,6 +523,8 @@ OPTIONS: dict[str, list[tuple[object, type[Exception], str]]] = {
     "first": [("zb", ValueError, "first"), (0, ValueError, "first")],
     "low": [("black", TypeError, "low"), (2.0, ValueError, "low must be below high")],
     "high": [(0.0, ValueError, "low must be below high"), (torch.zeros(5), ValueError, "high")],
+    "tokens": [("8x8", TypeError, "tokens"), ((9, 9), ValueError, "tokens")],
+    "head_fusion": [("sum", ValueError, "head_fusion 'sum'")],
 }
 
 
@@ -587,3 +595,19 @@ def test_a_view_of_a_channels_last_feature_map_is_explained():
     raises_own(
         ValueError, (".reshape()",), lambda: E.saliency(Viewing(), torch.rand(1, 3, 4, 4), 0)
     )
+
+
+def test_every_method_says_which_models_it_cannot_explain(models):
+    # a method whose needs a model cannot meet is skipped by name (leaderboard, widgets), with
+    # the reason; and the setting above meets every method's needs
+    for name, entry in E.METHODS.items():
+        assert (
+            entry.unmet(
+                setting(name, models, {"shapes": None, "labels": None, "sprites": None}).model
+            )
+            is None
+        ), name
+    reason = E.METHODS["rollout"].unmet(models["shapes-cnn"])
+    assert reason is not None and reason.startswith("needs attention modules")
+    assert E.METHODS["guided_backprop"].unmet(models["shapes-vit"]) is not None  # GELU, no ReLU
+    assert E.METHODS["factor_cam"].unmet(models["shapes-cnn"]) is not None

@@ -61,6 +61,8 @@ def test_registry_entries_are_complete_and_consistent():
         "guided_gradcam",
         "factor_cam",
         "lrp",
+        "rollout",
+        "chefer",
     }
     assert set(E.METHODS) == expected
 
@@ -152,6 +154,10 @@ PUBLIC = [
     "RULES",
     "lrp",
     "LRP_RULES",
+    # chapter 11's, added since: the maps of a transformer's attention
+    "rollout",
+    "chefer",
+    "attention_maps",
 ]
 MACHINERY = [
     "Layer",
@@ -255,6 +261,7 @@ def test_one_short_module_per_family_and_no_e402():
     families = {p.stem for p in (LIB / "explain").glob("*.py")}
     assert families == {
         "__init__",
+        "attention",
         "gradients",
         "deconvnet",
         "occlusion",

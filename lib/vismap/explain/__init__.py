@@ -44,6 +44,14 @@ Beyond the four papers (chapter 10):
   Simonyan et al. 2014, Sec. 2), and :func:`adversarial` - images within ``eps`` of ``x`` that
   the model no longer scores as the target (Goodfellow et al. 2015; Madry et al. 2018).
 
+On a vision transformer (chapter 11, :mod:`vismap.vit`) the layer methods take a block's
+tokens ``(n, T, D)`` as feature maps (the class token dropped, the patch tokens on their grid,
+``tokens=(h, w)``), and two methods read the attention itself:
+
+* :func:`rollout` - attention rollout, the blocks' attention mixed with the identity and
+  chained (Abnar & Zuidema 2020), the same for every class;
+* :func:`chefer` - gradient-weighted attention (Chefer, Gur & Wolf 2021).
+
 Every method takes ``(model, x, target)`` with ``x (n, C, H, W)``
 and returns unnormalised maps at input resolution; :func:`normalize` is a separate step. The
 caller's model is left as it was (mode, ``requires_grad``, no hooks), see
@@ -70,11 +78,13 @@ One module per family, the registry on top (it imports them; none of them import
 * :mod:`~vismap.explain.synthesis` - class model, adversarial images;
 * :mod:`~vismap.explain.maps` - normalize, upsample;
 * :mod:`vismap.explain.factors` - factor activation maps (chapter 07);
+* :mod:`~vismap.explain.attention` - attention rollout, gradient-weighted attention (chapter 11);
 * :mod:`~vismap.explain.registry` - :data:`METHODS`.
 """
 
 from __future__ import annotations
 
+from .attention import attention_maps, chefer, rollout
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layer_gradient, layercam, scorecam
 from .deconvnet import zeiler_fergus
 from .factors import MODES, STATISTICS, factor_cam, factor_score
@@ -119,6 +129,9 @@ __all__ = [
     "NEEDS",
     "lrp",
     "LRP_RULES",
+    "rollout",
+    "chefer",
+    "attention_maps",
 ]
 
 # The shared machinery, importable from here as before explain became a package (its home is

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_call, check_count, check_flag, check_nonnegative
-from .._layers import Layer, capture
+from .._layers import Layer, Tokens, capture
 from .._running import explaining, fast_empty, fast_layout, forward, inference_safe, model_input
 from .._targets import Target, is_score, sample_target, target_classes, target_scores
 from .gradients import guided_backprop
@@ -41,16 +41,18 @@ __all__ = [
 
 @inference_safe
 def layer_gradient(
-    model: nn.Module, x: torch.Tensor, target: Target, layer: Layer
+    model: nn.Module, x: torch.Tensor, target: Target, layer: Layer, tokens: Tokens = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The activation ``A (n, K, h, w)`` of ``layer`` and the gradient of the target score with
     respect to it, ``dy/dA`` - back-propagated only as far as the layer, with no parameter
     gradients. On a CPU the forward pass runs channels-last (:func:`vismap._running.fast_layout`):
     both tensors then agree with the NCHW ones to float rounding (a layer's maps need no
-    max-pool routing below the layer to be the same)."""
+    max-pool routing below the layer to be the same). A layer that outputs tokens ``(n, T, D)``
+    (a transformer block) gives its patch tokens laid on their grid, ``(n, D, h, w)``, the class
+    token dropped (:func:`vismap._layers.capture`; ``tokens=(h, w)`` declares the grid)."""
     check_call(model, x, target)
     with explaining(model) as handles:
-        record = capture(model, layer, handles)
+        record = capture(model, layer, handles, tokens)
         score = target_scores(forward(model, model_input(x.detach())), target)
         if "activation" not in record:
             raise ValueError(f"layer {layer!r} was not used by the model's forward pass")
@@ -64,6 +66,7 @@ def gradcam(
     target: Target,
     *,
     layer: Layer,
+    tokens: Tokens = None,
     counterfactual: bool = False,
     upsampled: bool = True,
 ) -> torch.Tensor:
@@ -76,13 +79,19 @@ def gradcam(
     (the paper's counterfactual explanations): the map shows the regions whose features argue
     *against* the target.
 
+    At a transformer block (output ``(n, T, D)``) ``A`` is its patch tokens on their grid: the
+    class token dropped, channel ``k`` the embedding dimension ``k``, ``A^k_ij = z[1 + i w + j,
+    k]`` (the grid from the model's ``token_grid``, a square after one class token, or
+    ``tokens=(h, w)``). A class-token head reads only the class token after the last block, so
+    Grad-CAM there is zero: take a block below it (chapter 11).
+
     Returns:
         ``(n, 1, H, W)`` upsampled bilinearly to the input, or ``(n, 1, h, w)`` at the layer's
         resolution with ``upsampled=False``. Unnormalised (see :func:`normalize`).
     """
     check_flag(counterfactual, "counterfactual")
     check_flag(upsampled, "upsampled")
-    a, grad = layer_gradient(model, x, target, layer)
+    a, grad = layer_gradient(model, x, target, layer, tokens)
     if counterfactual:
         grad = -grad
     alpha = grad.mean((2, 3), keepdim=True)  # (n, K, 1, 1)
@@ -91,7 +100,13 @@ def gradcam(
 
 
 def layercam(
-    model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, upsampled: bool = True
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    *,
+    layer: Layer,
+    tokens: Tokens = None,
+    upsampled: bool = True,
 ) -> torch.Tensor:
     """The source document's element-wise form: ``M = ReLU(sum_k ReLU(dy/dA^k) * A^k)``.
 
@@ -101,17 +116,17 @@ def layercam(
     with ``upsampled=False``.
     """
     check_flag(upsampled, "upsampled")
-    a, grad = layer_gradient(model, x, target, layer)
+    a, grad = layer_gradient(model, x, target, layer, tokens)
     maps = F.relu((F.relu(grad) * a).sum(1, keepdim=True))
     return at_input(maps, x, upsampled)
 
 
 def guided_gradcam(
-    model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer
+    model: nn.Module, x: torch.Tensor, target: Target, *, layer: Layer, tokens: Tokens = None
 ) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop's fine detail masked
     by Grad-CAM's class-discriminative map, ``G * upsample(M)``, shape ``(n, C, H, W)``."""
-    return guided_backprop(model, x, target) * gradcam(model, x, target, layer=layer)
+    return guided_backprop(model, x, target) * gradcam(model, x, target, layer=layer, tokens=tokens)
 
 
 def _gap_linear_weights(model: nn.Module, a: torch.Tensor, out: torch.Tensor) -> tuple:
@@ -137,6 +152,7 @@ def cam(
     target: Target,
     *,
     layer: Layer,
+    tokens: Tokens = None,
     weights: torch.Tensor | None = None,
     upsampled: bool = True,
 ) -> torch.Tensor:
@@ -162,7 +178,7 @@ def cam(
     if weights is not None and not isinstance(weights, torch.Tensor):
         raise TypeError(f"weights must be a tensor (classes, K), got {type(weights).__name__}")
     with explaining(model) as handles:
-        record = capture(model, layer, handles)
+        record = capture(model, layer, handles, tokens)
         with torch.no_grad():
             out = forward(model, model_input(x))
     if "activation" not in record:
@@ -186,6 +202,7 @@ def gradcam_pp(
     target: Target,
     *,
     layer: Layer,
+    tokens: Tokens = None,
     upsampled: bool = True,
     eps: float = 0.0,
 ) -> torch.Tensor:
@@ -208,7 +225,7 @@ def gradcam_pp(
     """
     check_flag(upsampled, "upsampled")
     eps = check_nonnegative(eps, "eps")
-    a, g = layer_gradient(model, x, target, layer)
+    a, g = layer_gradient(model, x, target, layer, tokens)
     denominator = 2 * g.pow(2) + a.sum((2, 3), keepdim=True) * g.pow(3) + eps
     alpha = torch.where(denominator != 0, g.pow(2) / denominator, 0.0)
     w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
@@ -222,6 +239,7 @@ def scorecam(
     target: Target,
     *,
     layer: Layer,
+    tokens: Tokens = None,
     batch_size: int = 64,
     upsampled: bool = True,
 ) -> torch.Tensor:
@@ -246,7 +264,7 @@ def scorecam(
     check_count(batch_size, "batch_size")
     check_flag(upsampled, "upsampled")
     with explaining(model) as handles:
-        record = capture(model, layer, handles)
+        record = capture(model, layer, handles, tokens)
         with torch.no_grad():
             target_scores(forward(model, model_input(x)), target)  # checks the target once
         handles.pop().remove()  # the masked images need no capture

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._chain import layer_chain
 from .._layers import Layer
 from .._targets import Target
+from .attention import attention_modules, chefer, rollout
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layercam, scorecam
 from .factors import factor_cam
 from .gradients import deconvnet, gradient_x_input, guided_backprop, saliency
@@ -39,7 +41,28 @@ NEEDS = {
         "a chain of supported modules (Conv2d, Linear, BatchNorm after one, ReLU, pooling, "
         "Flatten, Dropout): no residual addition, no functional op"
     ),
+    "attention": (
+        "attention modules: a transformer whose attention probabilities (n, heads, T, T) are "
+        "the output of nn.Softmax(dim=-1) modules, as vismap.vit's blocks.l.attn.probs"
+    ),
 }
+
+
+def _meets(need: str, model: nn.Module) -> bool:
+    """Whether ``model`` meets one of :data:`NEEDS` that can be read off the model itself (a
+    layer is the call's; a GAP head is checked by the method)."""
+    if need == "nn.ReLU":
+        return any(isinstance(m, nn.ReLU) for m in model.modules())
+    if need == "VAE":
+        return hasattr(model, "latents") and callable(getattr(model, "decode", None))
+    if need == "attention":
+        return bool(attention_modules(model))
+    if need == "chain":
+        try:
+            layer_chain(model)
+        except ValueError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,16 @@ class Method:
             for p in parameters
             if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
         }
+
+    def unmet(self, model: nn.Module) -> str | None:
+        """Why ``model`` cannot be explained by this method - ``"needs ..."`` with the text of
+        its first need the model does not meet (a CNN has no attention modules, a classifier is
+        no VAE) - or None. The leaderboard, the widgets and the contract test skip a method by
+        it, and say why."""
+        for need in self.needs:
+            if not _meets(need, model):
+                return f"needs {NEEDS[need]}"
+        return None
 
     @property
     def layered(self) -> bool:
@@ -229,6 +262,22 @@ METHODS: dict[str, Method] = _entries(
         grain="coarse",
         paper="the source document; cf. Liu et al. 2020, Towards Visually Explaining VAEs",
         needs=("layer", "VAE"),
+    ),
+    Method(
+        name="rollout",
+        function=rollout,
+        title="attention rollout",
+        grain="coarse",
+        paper="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
+        needs=("attention",),
+    ),
+    Method(
+        name="chefer",
+        function=chefer,
+        title="gradient-weighted attention",
+        grain="coarse",
+        paper="Chefer, Gur & Wolf 2021, Generic Attention-model Explainability",
+        needs=("attention",),
     ),
 )
 
