@@ -306,12 +306,15 @@ def test_captum_keeps_the_bias_in_gamma_and_zplus(course, scenes):
 
 @pytest.fixture(scope="module")
 def vggs() -> dict[str, nn.Module]:
-    """torchvision's VGG-11 and VGG-11-BN, 10 classes, random weights, built in float64 (no
-    float32 copy: 129 M parameters each); the batch norms given random statistics (fresh ones
-    are the identity, which would test nothing) and ``eps = 0``: zennit's canonizer leaves each
-    batch norm it folds as ``x / sqrt(1 + eps)``, not the identity, so that its model computes
-    another function, ``(1 + eps)^(-1/2)`` per batch norm (measured 2e-5 of the logits on
-    VGG-11-BN); vismap's folding is exact (its chain's logits equal the model's to 3e-16)."""
+    """torchvision's VGG-11 and VGG-11-BN, 10 classes, random weights, built in float64, with
+    the classifier's two hidden layers 64 wide instead of 4,096 (the same layers - linear, ReLU,
+    dropout - with 11 M parameters instead of 129 M: a float64 copy of the full classifier costs
+    1 GB and zennit copies it for every parameter modifier); the batch norms given random
+    statistics (fresh ones are the identity, which would test nothing) and ``eps = 0``:
+    zennit's canonizer leaves each batch norm it folds as ``x / sqrt(1 + eps)``, not the
+    identity, so that its model computes another function, ``(1 + eps)^(-1/2)`` per batch
+    norm (measured 2e-5 of the logits on VGG-11-BN); vismap's folding is exact (its chain's
+    logits equal the model's to 3e-16)."""
     models = {}
     dtype = torch.get_default_dtype()
     with torch.random.fork_rng():
@@ -319,7 +322,14 @@ def vggs() -> dict[str, nn.Module]:
         torch.set_default_dtype(torch.float64)
         try:
             for name in ("vgg11", "vgg11_bn"):
-                model = getattr(torchvision.models, name)(num_classes=10).eval()
+                with torch.device("meta"):  # built without memory, narrowed, then made
+                    model = getattr(torchvision.models, name)(num_classes=10).eval()
+                    for i, width in ((0, 512 * 7 * 7), (3, 64), (6, 64)):
+                        model.classifier[i] = nn.Linear(width, 64 if i < 6 else 10)
+                model = model.to_empty(device="cpu")
+                for m in model.modules():
+                    if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                        m.reset_parameters()
                 with torch.no_grad():
                     for m in model.modules():
                         if isinstance(m, nn.BatchNorm2d):
