@@ -65,6 +65,7 @@ def by_hand(model: ShapesViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch
     return out @ model.head.weight.T + model.head.bias, attentions
 
 
+@pytest.mark.portable
 def test_the_forward_by_hand_is_the_models():
     model, x = tiny_vit(), tiny_x()
     scores, attentions = by_hand(model, x)
@@ -190,6 +191,7 @@ class Tokenised(nn.Module):
         return self.head(self.tokens(self.conv(x)).square().mean(1))
 
 
+@pytest.mark.portable
 def test_gradcam_at_a_block_is_gradcam_of_its_patch_tokens_on_the_grid():
     model, x = tiny_vit(), tiny_x()
     recorded = {}
@@ -207,6 +209,7 @@ def test_gradcam_at_a_block_is_gradcam_of_its_patch_tokens_on_the_grid():
     assert_maps_close(layer, F.relu((F.relu(g) * a).sum(1, keepdim=True)), 1e-12)
 
 
+@pytest.mark.portable
 def test_tokens_declared_by_hand_are_the_conv_maps():
     model, x = Tokenised().double(), torch.rand(2, 3, 32, 64, dtype=torch.float64)
     on_maps = E.gradcam(model, x, 1, layer="conv")
