@@ -293,6 +293,18 @@ def test_a_softmax_that_is_no_attention_is_named():
     )
     assert hook_count(model) == 0
 
+    class Unused(nn.Module):  # an attention module its forward never calls
+        def __init__(self):
+            super().__init__()
+            self.probs = nn.Softmax(dim=-1)
+            self.head = nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.head(x.flatten(1))
+
+    for method in (E.rollout, E.chefer):
+        raises_own(ValueError, ("not used",), lambda m=method: m(Unused(), tiny_x().float(), 0))
+
 
 # ------------------------------------------------------------------ the shipped ViT
 
