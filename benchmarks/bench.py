@@ -1,11 +1,12 @@
 """``python benchmarks/bench.py`` (``make bench``): vismap's methods timed against their
-limits, captum and pytorch-grad-cam.
+limits, captum, pytorch-grad-cam and zennit.
 
 Every method of the registry ``vismap.explain.METHODS`` that runs on a setting's model is timed
 (:data:`PLANS` says how each is compared; a method without a plan is timed against the limit of
 its kind with its default options). Four things are timed side by side in one process:
-vismap's implementation, captum's equivalent, pytorch-grad-cam's where it has one, and the
-method's *limit* - the work no implementation can avoid:
+vismap's implementation, captum's equivalent, pytorch-grad-cam's where it has one (zennit's
+for layer-wise relevance propagation), and the method's *limit* - the work no implementation
+can avoid:
 
 * ``F``      one forward pass (no autograd);
 * ``F+dA``   a forward pass and the gradient of the score with respect to the layer ``A``
@@ -64,7 +65,7 @@ from torch import nn
 
 from vismap import data, explain, models
 
-LIBRARIES = ("vismap", "captum", "pytorch-grad-cam")
+LIBRARIES = ("vismap", "captum", "pytorch-grad-cam", "zennit")
 LIMITS = {
     "F": "one forward pass, no autograd",
     "F+dA": "forward + gradient of the score to the layer",
@@ -710,6 +711,77 @@ def _guided_gradcam(c: Context) -> Group:
     )
 
 
+def _lrp(c: Context) -> list[Group]:
+    """LRP-epsilon and LRP-z+ on every convolution and linear layer, against zennit (a
+    ``LayerMapComposite``: the rule on Convolution and Linear, Pass on activations, Norm on
+    average pooling, with a ``Gradient`` attributor; the relevance put on the output is the
+    class's logit) and captum's ``LRP`` (its rules set on the layers before each call, since
+    ``attribute`` removes them; nn.Flatten needs one too). captum's z+ is Alpha1_Beta0_Rule,
+    which keeps the whole bias (the paper and vismap: b+), the same work."""
+    import torch.nn.functional as F
+    from captum.attr import LRP
+    from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule
+    from zennit import rules, types
+    from zennit.attribution import Gradient
+    from zennit.composites import LayerMapComposite
+
+    s = c.s
+
+    def zennit(rule) -> Callable[[], object]:
+        composite = LayerMapComposite(
+            [
+                (types.Activation, rules.Pass()),
+                (types.AvgPool, rules.Norm()),
+                (types.Convolution, rule),
+                (types.Linear, rule),
+            ]
+        )
+
+        def run():
+            with Gradient(s.model, composite) as attributor:
+                return attributor(c.leaf(), lambda out: F.one_hot(s.target, out.shape[1]) * out)
+
+        return run
+
+    def captum(make_rule: Callable[[], object]) -> Callable[[], object]:
+        model = copy.deepcopy(s.model)
+
+        def run():
+            for m in model.modules():
+                if isinstance(m, nn.Flatten):
+                    m.rule = EpsilonRule()  # type: ignore[assignment]
+                elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.rule = make_rule()  # type: ignore[assignment]
+            return LRP(model).attribute(c.leaf(), target=s.target)
+
+        return run
+
+    return [
+        Group(
+            "lrp",
+            "LRP-epsilon (epsilon 0.25) to the input, every conv and linear layer",
+            "F+dx",
+            {
+                **c.f_dx,
+                "vismap": lambda: explain.lrp(s.model, s.x, s.target, rule="epsilon"),
+                "captum": captum(lambda: EpsilonRule(0.25)),
+                "zennit": zennit(rules.Epsilon(0.25)),
+            },
+        ),
+        Group(
+            "lrp, zplus",
+            "LRP-z+ to the input, every conv and linear layer (captum: Alpha1_Beta0_Rule)",
+            "F+dx",
+            {
+                **c.f_dx,
+                "vismap": lambda: explain.lrp(s.model, s.x, s.target, rule="zplus"),
+                "captum": captum(Alpha1_Beta0_Rule),
+                "zennit": zennit(rules.ZPlus()),
+            },
+        ),
+    ]
+
+
 # How each registry method is compared; a registry method missing here is timed against the
 # limit of its kind with its default options (see _default_group).
 PLANS: dict[str, Callable[[Context], Group | list[Group]]] = {
@@ -726,6 +798,7 @@ PLANS: dict[str, Callable[[Context], Group | list[Group]]] = {
     "scorecam": _scorecam,
     "layercam": _layercam,
     "guided_gradcam": _guided_gradcam,
+    "lrp": _lrp,
 }
 
 
@@ -743,11 +816,11 @@ def _default_group(c: Context, entry: explain.Method) -> Group:
 def runs_on(entry: explain.Method, s: Setting) -> bool:
     """Whether the method applies to the setting's model: its needs that the model itself must
     meet (:meth:`vismap.explain.Method.unmet`: factor maps need a VAE, the attention maps a
-    transformer); CAM needs a GAP network, tried once on one image; the others run on any
-    classifier."""
+    transformer); CAM needs a GAP network and LRP a chain of supported modules (not ResNet's
+    residual additions), each tried once on one image; the others run on any classifier."""
     if entry.unmet(s.model) is not None:
         return False
-    if "GAP" in entry.needs:
+    if "GAP" in entry.needs or "chain" in entry.needs:
         try:
             entry(s.model, s.x[:1], s.target[:1], layer=s.layer)
         except ValueError:
@@ -859,9 +932,10 @@ def table(rows: list[Row]) -> str:
         "vs limit",
         "vs captum",
         "vs pytorch-grad-cam",
+        "vs zennit",
         "what is timed",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 7 + "---|"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 9 + "---|"]
     for r in rows:
         cells = [
             r.method,
@@ -871,6 +945,7 @@ def table(rows: list[Row]) -> str:
             _x(r.ratio("limit")),
             _x(r.ratio("captum")),
             _x(r.ratio("pytorch-grad-cam")),
+            _x(r.ratio("zennit")),
             r.timed,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -889,6 +964,9 @@ TARGETS = [
     ("SmoothGrad no slower than captum", "smoothgrad", "captum", 1.0, None),
     ("Integrated Gradients <= 1.1x its limit", "integrated_gradients", "limit", 1.1, None),
     ("Integrated Gradients no slower than captum", "integrated_gradients", "captum", 1.0, None),
+    ("LRP-epsilon no slower than zennit", "lrp", "zennit", 1.0, None),
+    ("LRP-epsilon no slower than captum", "lrp", "captum", 1.0, None),
+    ("LRP-z+ no slower than zennit", "lrp, zplus", "zennit", 1.0, None),
     (
         "Score-CAM >= 2x faster than pytorch-grad-cam",
         "scorecam, upsampled",

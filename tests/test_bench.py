@@ -13,6 +13,7 @@ import torch
 pytest.importorskip("captum")
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("torchvision")
+pytest.importorskip("zennit")
 
 import vismap as vm  # noqa: E402
 
@@ -44,7 +45,12 @@ LAYERED = [
     "layercam, upsampled",
     "guided_gradcam",
 ]
-ROWS = {"shapes-cnn": COMMON + LAYERED, "resnet18 (random weights)": COMMON + ["cam"] + LAYERED}
+# LRP only on shapes-cnn: ResNet-18's residual additions have no LRP rule in vismap
+LRP = ["lrp", "lrp, zplus"]
+ROWS = {
+    "shapes-cnn": COMMON[:6] + LRP + COMMON[6:] + LAYERED,
+    "resnet18 (random weights)": COMMON + ["cam"] + LAYERED,
+}
 # the methods pytorch-grad-cam has, and those captum lacks
 PGC = {
     "guided_backprop",
@@ -95,8 +101,8 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
     for title, rows in found.items():
         assert list(rows) == ROWS[title.split(":")[0]], title
         for method, cells in rows.items():
-            # method, limit, limit ms, vismap ms, captum ms, pgc ms, 3 ratios, what is timed
-            assert len(cells) == 10 and cells[-1], cells
+            # method, limit, limit ms, vismap, captum, pgc, zennit ms, 4 ratios, what is timed
+            assert len(cells) == 12 and cells[-1], cells
             bound, layout = cells[1].rstrip(")").split(" (")
             assert bound in bench.LIMITS and layout in ("NCHW", "channels-last"), cells
             has = {
@@ -104,9 +110,12 @@ def test_smoke_report_has_every_row_with_finite_positive_times(smoke):
                 "vismap": True,
                 "captum": method not in NO_CAPTUM,
                 "pgc": method in PGC,
+                "zennit": method in LRP,
             }
-            numbers = dict(zip(["limit", "vismap", "captum", "pgc"], cells[2:6], strict=True))
-            ratios = dict(zip(["limit", "captum", "pgc"], cells[6:9], strict=True))
+            numbers = dict(
+                zip(["limit", "vismap", "captum", "pgc", "zennit"], cells[2:7], strict=True)
+            )
+            ratios = dict(zip(["limit", "captum", "pgc", "zennit"], cells[7:11], strict=True))
             for who, cell in numbers.items():
                 if has[who]:
                     value = float(cell)

@@ -285,6 +285,12 @@ def ns_04_pairs() -> dict:
     }
 
 
+def ns_04_lrp() -> dict:
+    from vismap.explain import relevance
+
+    return {**BASE, "relevance": relevance}
+
+
 def ns_06() -> dict:
     return _shapes_namespace(16)
 
@@ -554,6 +560,10 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
                 "        return True\n",
             ),
             (
+                "        return np.linalg.norm(theta - theta_star) <= d0\n",  # a looser "stable"
+                "        return np.linalg.norm(theta - theta_star) <= 2 * d0\n",
+            ),
+            (
                 "low, high = (mid, high) if stable(mid) else (low, mid)",  # the halves swapped
                 "low, high = (low, mid) if stable(mid) else (mid, high)",
             ),
@@ -646,6 +656,41 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
         ],
     ),  # without the rim
     (
+        "04_springenberg.ipynb",
+        "lrp-epsilon",
+        ns_04_lrp,
+        [
+            (
+                "s = r / torch.where(z >= 0, z + eps, z - eps)\n    return a * (s @ w)",
+                "s = r / (z + eps * (2 * (z >= 0).to(z.dtype) - 1))\n"
+                "    return torch.einsum('nk,kj->nj', s, w) * a",
+            ),
+            ("z = a @ w.T + b", "z = torch.nn.functional.linear(a, w, b)"),
+        ],
+        [
+            ("torch.where(z >= 0, z + eps, z - eps)", "z"),  # no stabiliser: 0 / 0
+            ("torch.where(z >= 0, z + eps, z - eps)", "(z + eps * torch.sign(z))"),  # sign(0) = 0
+            ("torch.where(z >= 0, z + eps, z - eps)", "(z + eps)"),  # not signed
+            ("z = a @ w.T + b", "z = a @ w.T"),  # the bias forgotten
+        ],
+    ),
+    (
+        "04_springenberg.ipynb",
+        "lrp-zplus",
+        ns_04_lrp,
+        [
+            ("w.clamp(min=0), b.clamp(min=0)", "torch.relu(w), F.relu(b)"),
+            ("torch.where(z == 0, 0.0, r / z)", "r / torch.where(z == 0, torch.inf, z)"),
+        ],
+        [
+            ("w.clamp(min=0), b.clamp(min=0)", "w.clamp(max=0), b.clamp(min=0)"),  # w- not w+
+            ("w.clamp(min=0), b.clamp(min=0)", "w.clamp(min=0), b"),  # the whole bias
+            ("z = a @ w_plus.T + b_plus", "z = a @ w_plus.T"),  # the bias forgotten
+            ("return a * (s @ w_plus)", "return a * (s @ w)"),  # w in the numerator
+            ("torch.where(z == 0, 0.0, r / z)", "r / z"),  # 0 / 0 where nothing is positive
+        ],
+    ),
+    (
         "05_cam.ipynb",
         "cam-by-hand",
         lambda: _shapes_namespace(16),
@@ -712,12 +757,13 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
         ns_06_layers,
         [
             (
-                "stops = next(layer for layer in reversed(CONV[:CONV.index(best)])\n"
-                "             if pointing_conv[layer] < pointing_conv[best] / 2)",
-                "k = CONV.index(best)\n"
-                "while pointing_conv[CONV[k]] >= pointing_conv[best] / 2:\n"
-                "    k -= 1\n"
-                "stops = CONV[k]",
+                "    below = [layer for layer in reversed(layers[:layers.index(best)])\n"
+                "             if pointing[layer] < pointing[best] / 2]\n"
+                "    return best, (below[0] if below else None)",
+                "    k = layers.index(best) - 1\n"
+                "    while k >= 0 and pointing[layers[k]] >= pointing[best] / 2:\n"
+                "        k -= 1\n"
+                "    return best, (layers[k] if k >= 0 else None)",
             )
         ],
         [
@@ -727,9 +773,14 @@ CASES: list[tuple[str, str, Callable[[], dict], list[tuple[str, str]], list[tupl
             ),
             ("masks[:200]).float().mean()", "masks[:200]).float().sum()"),  # hits, not the share
             (
-                "pointing_conv[layer] < pointing_conv[best] / 2",  # below best, not below half of it
-                "pointing_conv[layer] < pointing_conv[best]",
+                "pointing[layer] < pointing[best] / 2",  # below best, not below half of it
+                "pointing[layer] < pointing[best]",
             ),
+            (
+                "reversed(layers[:layers.index(best)])",  # searched from the input end
+                "layers[:layers.index(best)]",
+            ),
+            ("    best = max(layers, key=pointing.get)", "    best = layers[-1]"),  # the last layer
         ],
     ),
     (

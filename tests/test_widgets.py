@@ -74,6 +74,7 @@ EXPECTED = {
     "gradient_x_input": lambda m, x, t, layer: E.gradient_x_input(m, x, t),
     "smoothgrad": seeded(lambda m, x, t, layer: E.smoothgrad(m, x, t, samples=25, sigma=0.15)),
     "integrated_gradients": lambda m, x, t, layer: E.integrated_gradients(m, x, t),
+    "lrp": lambda m, x, t, layer: E.lrp(m, x, t, rule="epsilon"),
     "occlusion": lambda m, x, t, layer: E.occlusion(m, x, t),
     "gradcam": lambda m, x, t, layer: E.gradcam(m, x, t, layer=layer),
     "gradcam_pp": lambda m, x, t, layer: E.gradcam_pp(m, x, t, layer=layer),

@@ -52,9 +52,16 @@ def model_input(x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     return y.clone() if y is x else y
 
 
-def forward(model: nn.Module, x: torch.Tensor, what: str = "x") -> Any:
+def forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    what: str = "x",
+    run: Callable[[torch.Tensor], Any] | None = None,
+) -> Any:
     """``model(x)``, with torch's error for an input the model cannot take turned into a
-    ValueError that names ``x`` (as ``what``), its shape and what the model takes.
+    ValueError that names ``x`` (as ``what``), its shape and what the model takes. A method
+    that runs the model's layers itself (:func:`vismap.explain.lrp`) gives ``run(x)``, run
+    instead of ``model(x)``.
 
     Which input size a model takes is known only to its forward: shapes-cnn's fully connected
     head needs 64x64 images, a global-average-pooled network takes any size its pooling
@@ -63,7 +70,7 @@ def forward(model: nn.Module, x: torch.Tensor, what: str = "x") -> Any:
     models do); otherwise the message names the layer that failed and what it received,
     found by one more forward of the first image (only after the error)."""
     try:
-        return model(x)
+        return model(x) if run is None else run(x)
     except RuntimeError as err:
         problem = _misfit(model, x, err, what)
         if problem is None:

@@ -511,6 +511,18 @@ OPTIONS: dict[str, list[tuple[object, type[Exception], str]]] = {
         (torch.zeros(6, 3), ValueError, "weights must have shape (classes, 64)"),
     ],
     "generator": [(0, TypeError, "generator")],
+    "epsilon": [
+        (-1.0, ValueError, "epsilon"),
+        (0.0, ValueError, "epsilon must be > 0"),
+        (float("nan"), ValueError, "epsilon"),
+        ("small", ValueError, "epsilon"),
+    ],
+    "gamma": [(-0.25, ValueError, "gamma"), (float("inf"), ValueError, "gamma")],
+    "alpha": [(3.0, ValueError, "alpha - beta must be 1"), (-1.0, ValueError, "alpha")],
+    "beta": [(0.5, ValueError, "alpha - beta must be 1"), (-1.0, ValueError, "beta")],
+    "first": [("zb", ValueError, "first"), (0, ValueError, "first")],
+    "low": [("black", TypeError, "low"), (2.0, ValueError, "low must be below high")],
+    "high": [(0.0, ValueError, "low must be below high"), (torch.zeros(5), ValueError, "high")],
     "tokens": [("8x8", TypeError, "tokens"), ((9, 9), ValueError, "tokens")],
     "head_fusion": [("sum", ValueError, "head_fusion 'sum'")],
 }

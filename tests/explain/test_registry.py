@@ -60,6 +60,7 @@ def test_registry_entries_are_complete_and_consistent():
         "layercam",
         "guided_gradcam",
         "factor_cam",
+        "lrp",
         "rollout",
         "chefer",
     }
@@ -151,6 +152,8 @@ PUBLIC = [
     "MODES",
     "NEEDS",
     "RULES",
+    "lrp",
+    "LRP_RULES",
     # chapter 11's, added since: the maps of a transformer's attention
     "rollout",
     "chefer",
@@ -267,6 +270,7 @@ def test_one_short_module_per_family_and_no_e402():
         "synthesis",
         "maps",
         "factors",
+        "relevance",
         "registry",
     }
     for path in modules().values():

@@ -6,6 +6,8 @@ Fine-grained methods, at input resolution (chapters 03 and 04):
 * :func:`deconvnet` - the deconvnet as a ReLU backward rule (Zeiler & Fergus 2014, in the form
   of Springenberg et al. 2015);
 * :func:`guided_backprop` - guided backpropagation (Springenberg et al. 2015);
+* :func:`lrp` - layer-wise relevance propagation, the rules of Montavon et al. 2019 (Bach et
+  al. 2015; chapter 04), and :data:`LRP_RULES`;
 * :func:`zeiler_fergus` - the deconvnet built explicitly: switches, rectification, transposed
   filters (Zeiler & Fergus 2014, Sec. 2.1);
 * :func:`occlusion` - the drop of the score when a window of the image is hidden (Zeiler &
@@ -67,6 +69,7 @@ One module per family, the registry on top (it imports them; none of them import
 
 * :mod:`~vismap.explain.gradients` - saliency, the ReLU rules (:data:`RULES`), deconvnet,
   guided backprop, gradient x input;
+* :mod:`~vismap.explain.relevance` - layer-wise relevance propagation, one function per rule;
 * :mod:`~vismap.explain.deconvnet` - the explicit Zeiler-Fergus deconvnet;
 * :mod:`~vismap.explain.occlusion` - occlusion;
 * :mod:`~vismap.explain.cams` - CAM, Grad-CAM, LayerCAM, guided Grad-CAM, Grad-CAM++,
@@ -91,6 +94,7 @@ from .maps import normalize, upsample
 from .occlusion import occlusion
 from .paths import integrated_gradients, path_rule, smoothgrad
 from .registry import METHODS, NEEDS, Method, get_method
+from .relevance import LRP_RULES, lrp
 from .synthesis import adversarial, class_model
 
 __all__ = [
@@ -123,6 +127,8 @@ __all__ = [
     "MODES",
     "RULES",
     "NEEDS",
+    "lrp",
+    "LRP_RULES",
     "rollout",
     "chefer",
     "attention_maps",

@@ -32,6 +32,7 @@ from .._running import explaining, forward, inference_safe, model_input
 from .._targets import Target, slice_target, target_scores
 
 __all__ = [
+    "OTHER_ACTIVATIONS",
     "RULES",
     "RuleReLU",
     "relu_rule",
@@ -59,6 +60,18 @@ _MASKED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "deconvnet": lambda y, r: torch.relu(r),
     "guided": lambda y, r: torch.ops.aten.threshold_backward(r, y, 0).relu_(),
 }
+
+
+#: every activation module of torch but ReLU (GELU, Softmax, attention, Tanh, ...): the ReLU
+#: rules change a network's ReLUs only, so a network with one of these is not theirs to explain
+OTHER_ACTIVATIONS = tuple(
+    c
+    for c in vars(nn.modules.activation).values()
+    if isinstance(c, type)
+    and issubclass(c, nn.Module)
+    and c.__module__ == nn.modules.activation.__name__
+    and c is not nn.ReLU
+)
 
 
 class RuleReLU(torch.autograd.Function):
@@ -93,6 +106,14 @@ def relu_rule(model: nn.Module, rule: str, handles: list) -> int:
         raise ValueError(
             f"the {rule!r} rule needs nn.ReLU modules, and this model has none "
             f"(a functional F.relu cannot be hooked); build it with nn.ReLU"
+        )
+    others = sorted({type(m).__name__ for m in model.modules() if isinstance(m, OTHER_ACTIVATIONS)})
+    if others:
+        raise ValueError(
+            f"the {rule!r} rule replaces the backward pass of nn.ReLU modules, and this model "
+            f"also has other non-linearities ({', '.join(others)}) whose backward would stay "
+            f"the gradient's, a map of mixed rules; explain it with a gradient method (e.g. "
+            f"vm.explain.saliency or gradient_x_input), or give it ReLUs only"
         )
     pending: list = []
 

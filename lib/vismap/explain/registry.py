@@ -19,22 +19,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._chain import layer_chain
 from .._layers import Layer
 from .._targets import Target
 from .attention import attention_modules, chefer, rollout
 from .cams import cam, gradcam, gradcam_pp, guided_gradcam, layercam, scorecam
 from .factors import factor_cam
-from .gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+from .gradients import OTHER_ACTIVATIONS, deconvnet, gradient_x_input, guided_backprop, saliency
 from .occlusion import occlusion
 from .paths import integrated_gradients, smoothgrad
+from .relevance import lrp
 
 __all__ = ["NEEDS", "Method", "METHODS", "get_method"]
 
 NEEDS = {
     "layer": "a layer: a convolutional module of the model or its dotted name (layer=...)",
-    "nn.ReLU": "ReLUs as nn.ReLU modules (their backward rule is replaced)",
+    "nn.ReLU": (
+        "ReLUs as nn.ReLU modules (their backward rule is replaced) and no other non-linearity"
+    ),
     "GAP": "a network that ends in global average pooling and one linear layer",
     "VAE": "a VAE encoder that returns (mu, logvar); the target is latent dimensions",
+    "chain": (
+        "a chain of supported modules (Conv2d, Linear, BatchNorm after one, ReLU, pooling, "
+        "Flatten, Dropout): no residual addition, no functional op"
+    ),
     "attention": (
         "attention modules: a transformer whose attention probabilities (n, heads, T, T) are "
         "the output of nn.Softmax(dim=-1) modules, as vismap.vit's blocks.l.attn.probs"
@@ -45,12 +53,19 @@ NEEDS = {
 def _meets(need: str, model: nn.Module) -> bool:
     """Whether ``model`` meets one of :data:`NEEDS` that can be read off the model itself (a
     layer is the call's; a GAP head is checked by the method)."""
-    if need == "nn.ReLU":
-        return any(isinstance(m, nn.ReLU) for m in model.modules())
+    if need == "nn.ReLU":  # the ReLU rules explain a network whose only non-linearity is ReLU
+        modules = list(model.modules())
+        others = [m for m in modules if isinstance(m, OTHER_ACTIVATIONS)]
+        return any(isinstance(m, nn.ReLU) for m in modules) and not others
     if need == "VAE":
         return hasattr(model, "latents") and callable(getattr(model, "decode", None))
     if need == "attention":
         return bool(attention_modules(model))
+    if need == "chain":
+        try:
+            layer_chain(model)
+        except ValueError:
+            return False
     return True
 
 
@@ -175,6 +190,17 @@ METHODS: dict[str, Method] = _entries(
         title="Integrated Gradients",
         grain="fine",
         paper="Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+    ),
+    Method(
+        name="lrp",
+        function=lrp,
+        title="LRP",
+        grain="fine",
+        paper=(
+            "Bach et al. 2015, On Pixel-Wise Explanations by Layer-Wise Relevance Propagation; "
+            "Montavon et al. 2019, Layer-Wise Relevance Propagation: An Overview"
+        ),
+        needs=("chain",),
     ),
     Method(
         name="occlusion",
