@@ -21,9 +21,10 @@ from vismap.vit import ShapesViT
 
 def tiny_vit(depth: int = 2, seed: int = 0) -> ShapesViT:
     """An 8x8-pixel ViT with 4x4 patches (a 2x2 grid, T = 5 tokens), D = 4, 2 heads, 3 classes,
+    the paper's linear patch embedding (no stem: the maps read the blocks, not the embedding),
     float64, every weight drawn at a scale that makes the attention far from uniform."""
     torch.manual_seed(seed)
-    model = ShapesViT(3, image_size=8, patch=4, dim=4, depth=depth, heads=2).double()
+    model = ShapesViT(3, image_size=8, patch=4, dim=4, depth=depth, heads=2, stem=False).double()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.7)
