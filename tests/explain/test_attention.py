@@ -21,9 +21,10 @@ from vismap.vit import ShapesViT
 
 def tiny_vit(depth: int = 2, seed: int = 0) -> ShapesViT:
     """An 8x8-pixel ViT with 4x4 patches (a 2x2 grid, T = 5 tokens), D = 4, 2 heads, 3 classes,
+    the paper's linear patch embedding (no stem: the maps read the blocks, not the embedding),
     float64, every weight drawn at a scale that makes the attention far from uniform."""
     torch.manual_seed(seed)
-    model = ShapesViT(3, image_size=8, patch=4, dim=4, depth=depth, heads=2).double()
+    model = ShapesViT(3, image_size=8, patch=4, dim=4, depth=depth, heads=2, stem=False).double()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.7)
@@ -65,6 +66,7 @@ def by_hand(model: ShapesViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch
     return out @ model.head.weight.T + model.head.bias, attentions
 
 
+@pytest.mark.portable
 def test_the_forward_by_hand_is_the_models():
     model, x = tiny_vit(), tiny_x()
     scores, attentions = by_hand(model, x)
@@ -190,6 +192,7 @@ class Tokenised(nn.Module):
         return self.head(self.tokens(self.conv(x)).square().mean(1))
 
 
+@pytest.mark.portable
 def test_gradcam_at_a_block_is_gradcam_of_its_patch_tokens_on_the_grid():
     model, x = tiny_vit(), tiny_x()
     recorded = {}
@@ -207,6 +210,7 @@ def test_gradcam_at_a_block_is_gradcam_of_its_patch_tokens_on_the_grid():
     assert_maps_close(layer, F.relu((F.relu(g) * a).sum(1, keepdim=True)), 1e-12)
 
 
+@pytest.mark.portable
 def test_tokens_declared_by_hand_are_the_conv_maps():
     model, x = Tokenised().double(), torch.rand(2, 3, 32, 64, dtype=torch.float64)
     on_maps = E.gradcam(model, x, 1, layer="conv")
@@ -289,6 +293,18 @@ def test_a_softmax_that_is_no_attention_is_named():
         ValueError, ("'2'", "(n, heads, T, T)"), lambda: E.rollout(model, tiny_x().float(), 0)
     )
     assert hook_count(model) == 0
+
+    class Unused(nn.Module):  # an attention module its forward never calls
+        def __init__(self):
+            super().__init__()
+            self.probs = nn.Softmax(dim=-1)
+            self.head = nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.head(x.flatten(1))
+
+    for method in (E.rollout, E.chefer):
+        raises_own(ValueError, ("not used",), lambda m=method: m(Unused(), tiny_x().float(), 0))
 
 
 # ------------------------------------------------------------------ the shipped ViT

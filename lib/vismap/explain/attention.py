@@ -75,7 +75,8 @@ def attention_maps(
     recorded: list[torch.Tensor] = []
 
     def record(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        square = isinstance(output, torch.Tensor) and output.dim() == 4
+        if not square or output.shape[-1] != output.shape[-2]:
             name = next(n for n, m in modules if m is module)
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
             raise ValueError(
@@ -89,13 +90,24 @@ def attention_maps(
         if not gradients:
             with torch.no_grad():
                 target_scores(forward(model, model_input(x.detach())), target)
+            _check_used(recorded, modules)
             return [a.detach() for a in recorded], None
         # the input requires grad, so that every A_l is on one graph to the score: dy/dA_l then
         # includes the paths through the attention of the later blocks
         start = x.detach().requires_grad_(True)
         score = target_scores(forward(model, model_input(start)), target)
+        _check_used(recorded, modules)
         grads = torch.autograd.grad(score.sum(), recorded)
     return [a.detach() for a in recorded], [g.detach() for g in grads]
+
+
+def _check_used(recorded: list, modules: list[tuple[str, nn.Module]]) -> None:
+    if not recorded:
+        names = ", ".join(repr(n) for n, _ in modules[:8])
+        raise ValueError(
+            f"the model's attention modules ({names}) were not used by its forward pass: no "
+            f"attention to explain"
+        )
 
 
 def _class_row(
