@@ -100,6 +100,11 @@ def test_the_explorer_offers_a_vit_its_methods(pretrained):
     assert not offered & {"deconvnet", "guided_backprop", "guided_gradcam"}  # no nn.ReLU
     r = W.render_explorer(vit, torch.rand(3, 64, 64), 1, "rollout")
     assert r["map"].shape == (1, 1, 64, 64) and r["method"] == "rollout"
+    # its blocks are layers to look at, but the last (its patch tokens are never read: zero maps)
+    assert W.conv_layers(vit)[-2:] == ["blocks.0", "blocks.1"]
+    scene = vm.data.make_shapes(1, seed=5)
+    r = W.render_explorer(vit, scene.images[0], int(scene.labels[0]), "Grad-CAM")
+    assert r["layer"] == "blocks.1" and float(r["map"].amax()) > 0
 
 
 @pytest.mark.parametrize("method", list(EXPECTED))

@@ -134,16 +134,23 @@ def classifier_methods(model: nn.Module | None = None) -> list[str]:
 
 
 def conv_layers(model: nn.Module) -> list[str]:
-    """The dotted names of the ``nn.Conv2d`` layers of ``model``, in order: the layers a
-    coarse-grained method can look at."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    """The dotted names of the layers a coarse-grained method can look at, in order: the
+    ``nn.Conv2d`` layers of ``model`` and, for a transformer that declares its token grid
+    (``token_grid``, as :class:`vismap.vit.ShapesViT`), its blocks but the last: a class-token
+    head reads nothing of the last block but the class token, so maps there are zero
+    (chapter 11)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    blocks = getattr(model, "blocks", None)
+    if getattr(model, "token_grid", None) is not None and isinstance(blocks, nn.Sequential):
+        names += [f"blocks.{i}" for i in range(len(blocks) - 1)]
+    return names
 
 
 def _check_layer(model: nn.Module, layer: str) -> None:
     names = dict(model.named_modules())
     if not isinstance(layer, str) or layer not in names or layer == "":
         raise ValueError(
-            f"unknown layer {layer!r}; the convolutional layers of this model: "
+            f"unknown layer {layer!r}; the layers of this model a map can look at: "
             f"{', '.join(conv_layers(model))}"
         )
 
