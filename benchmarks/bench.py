@@ -1091,7 +1091,7 @@ def main(argv: list[str] | None = None) -> str:
         tiny = dict(occlusion_images=1, sampled_images=1, samples=2, steps=2, score_images=1)
         plan = [
             (shapes_setting(2, window=16, stride=16, **tiny), 1, 0),
-            (resnet_setting(2, size=64, window=32, stride=32, score_size=40, **tiny), 1, 0),
+            (resnet_setting(2, size=32, window=16, stride=16, score_size=24, **tiny), 1, 0),
         ]
     else:
         plan = [(shapes_setting(64), 7, 2), (resnet_setting(8), 5, 1)]
