@@ -816,11 +816,11 @@ def _default_group(c: Context, entry: explain.Method) -> Group:
 def runs_on(entry: explain.Method, s: Setting) -> bool:
     """Whether the method applies to the setting's model: its needs that the model itself must
     meet (:meth:`vismap.explain.Method.unmet`: factor maps need a VAE, the attention maps a
-    transformer); CAM needs a GAP network and LRP a chain of supported modules (not ResNet's
-    residual additions), each tried once on one image; the others run on any classifier."""
+    transformer, LRP a chain of supported modules, not ResNet's residual additions); CAM needs
+    a GAP network, tried once on one image; the others run on any classifier."""
     if entry.unmet(s.model) is not None:
         return False
-    if "GAP" in entry.needs or "chain" in entry.needs:
+    if "GAP" in entry.needs:
         try:
             entry(s.model, s.x[:1], s.target[:1], layer=s.layer)
         except ValueError:
