@@ -3,9 +3,12 @@
 Every metric on hand-made cases whose answer is known; every bad input gives a ValueError that
 says what is wrong; the pointing game and boxes; the tables of bad inputs of every metric."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import hook_count, raises_own
 from scipy import stats
 from torch import nn
@@ -248,6 +251,20 @@ def test_deletion_batches_baselines_and_model_left_alone():
     assert M.blur(x, sigma=1.0).shape == x.shape
 
 
+@pytest.mark.portable
+def test_blur_equals_torchvision_gaussian_blur():
+    # two passes of 1-D weights against torchvision's one 2-D kernel: the same sums in another
+    # order, so compared in float64; a kernel cut to what the image allows included
+    from torchvision.transforms.functional import gaussian_blur
+
+    g = torch.Generator().manual_seed(2)
+    for shape, sigma in [((2, 3, 64, 64), 2.0), ((1, 1, 9, 12), 1.0), ((2, 3, 4, 5), 2.0)]:
+        x = torch.rand(shape, generator=g, dtype=torch.float64)
+        size = min(2 * math.ceil(3 * sigma) + 1, 2 * min(shape[-2:]) - 1)
+        want = gaussian_blur(x, [size, size], [sigma, sigma])
+        torch.testing.assert_close(M.blur(x, sigma), want, rtol=0, atol=1e-12)
+
+
 def test_all_zero_maps_give_numbers_not_nan():
     model = QuadrantModel()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
@@ -413,6 +430,81 @@ def test_box_from_map_keeps_the_largest_component():
     assert M.box_from_map(torch.zeros(1, 4, 4)).tolist() == [[0, 0, 0, 0]]
 
 
+def blocky_maps(n, h, w, seed):
+    """Maps of few values in 2x2 blocks: several components per map, ties of size among them,
+    ties of the maximum, some maps all zero or all negative."""
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randint(0, 4, (n, 1, h // 2, w // 2), generator=g).float()
+    maps = F.interpolate(maps, size=(h, w), mode="nearest") - 1.0
+    maps[::7] = 0.0
+    maps[3::7] = -1.0
+    return maps
+
+
+def test_box_from_map_equals_the_map_by_map_definition():
+    # all maps are labelled at once; this is the rule map by map, as Zhou et al. state it
+    from scipy import ndimage
+
+    def by_map(m, threshold):
+        top = m.max()
+        if not top > 0:
+            return [0, 0, 0, 0]
+        labels, count = ndimage.label(m >= threshold * top, structure=np.ones((3, 3)))
+        sizes = ndimage.sum_labels(np.ones_like(m), labels, index=np.arange(1, count + 1))
+        rows, cols = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+        return [cols.start, rows.start, cols.stop, rows.stop]
+
+    for seed, (h, w) in enumerate([(16, 16), (10, 14), (64, 64)]):
+        maps = blocky_maps(40, h, w, seed)
+        for threshold in (0.2, 0.5, 1.0):
+            want = [by_map(m[0].numpy(), threshold) for m in maps]
+            assert M.box_from_map(maps, threshold).tolist() == want
+
+
+def test_pointing_game_tolerance_is_the_grown_mask():
+    # the mask grown by t steps of 8-connectivity (scipy's binary dilation), objects at the
+    # image's edges included; the map's first maximum decides, as argmax
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(4)
+    masks = torch.rand(30, 12, 12, generator=g) > 0.93
+    maps = blocky_maps(30, 12, 12, 5)  # tied maxima; maps 0, 3, 7, ... constant: no hit
+    for t in (0, 1, 2, 5):
+        grown = ndimage.binary_dilation(masks.numpy(), np.ones((1, 3, 3), bool), iterations=t)
+        grown = torch.from_numpy(grown if t else masks.numpy())
+        peak = maps.flatten(1).argmax(1)
+        constant = maps.flatten(1).amax(1) == maps.flatten(1).amin(1)
+        want = grown.flatten(1)[torch.arange(30), peak] & ~constant
+        assert M.pointing_game(maps, masks, tolerance=t).tolist() == want.tolist()
+
+
+@pytest.mark.portable
+def test_ssim_equals_scikit_image_map_by_map():
+    # the batch at once through scipy's Gaussian filter; scikit-image's function map by map,
+    # with the paper's settings; small maps (a ResNet's 7x7 grid) take a smaller border
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(8)
+    for side in (64, 11, 8, 7, 5):
+        a = torch.rand(6, 1, side, side, generator=g, dtype=torch.float64)
+        b = (a + 0.3 * torch.rand(6, 1, side, side, generator=g, dtype=torch.float64)) / 1.3
+        window = min(11, side if side % 2 else side - 1)
+        want = [
+            structural_similarity(
+                p[0].numpy(),
+                q[0].numpy(),
+                data_range=1.0,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                win_size=window,
+            )
+            for p, q in zip(a, b, strict=True)
+        ]
+        # float64 throughout; the result is returned as float32
+        np.testing.assert_allclose(M.ssim(a, b).numpy(), want, rtol=1e-6, atol=1e-7)
+
+
 def test_box_iou_and_localization_accuracy():
     a = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 0, 0]])
     b = torch.tensor([[0, 0, 4, 4], [2, 2, 6, 6], [0, 0, 2, 2]])
@@ -508,6 +600,16 @@ MAP_METRICS = {
         lambda: M.pointing_game(MAPS * float("nan"), MASKS),
         ValueError,
         "maps",
+    ),
+    "relevance_mass a map of +inf": (
+        lambda: M.relevance_mass(MAPS.index_put((torch.tensor(0),), torch.tensor(math.inf)), MASKS),
+        ValueError,
+        "maps",
+    ),
+    "spearman a map of -inf": (
+        lambda: M.spearman(MAPS.index_put((torch.tensor(1),), torch.tensor(-math.inf)), MAPS),
+        ValueError,
+        "a",
     ),
     "pointing_game tolerance -1": (
         lambda: M.pointing_game(MAPS, MASKS, tolerance=-1),
