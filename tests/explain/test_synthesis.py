@@ -84,13 +84,18 @@ def test_class_models_are_scored_as_their_class(course):
             with torch.no_grad():
                 p = model(image).softmax(1)[0]
             assert p.argmax() == c and p[c] > 0.5, (name, c, p)
-    again = E.class_model(course["shapes-cnn"], 3)
-    torch.testing.assert_close(again, E.class_model(course["shapes-cnn"], 3))  # seeded
+    # seeded: the same start and jitters, hence the same image; 20 steps (jittered, blurred
+    # every 4th) show it as the default 200 would, at a tenth of the cost
+    again = E.class_model(course["shapes-cnn"], 3, steps=20)
+    torch.testing.assert_close(again, E.class_model(course["shapes-cnn"], 3, steps=20))
 
 
 @pytest.mark.slow
 def test_adversarial_images_flip_the_class_within_eps(course):
-    d = vm.data.make_shapes(32, seed=vm.data.HELDOUT_SEED)
+    # 16 scenes (40 gradient steps on each per model): measured, every one of them flips at
+    # 16/255 on all three models (the bound is 0.9), and at 2/255 all on shapes-cnn and
+    # shapes-gap, none on shapes-allconv
+    d = vm.data.make_shapes(16, seed=vm.data.HELDOUT_SEED)
     for name, model in course.items():
         with torch.no_grad():
             right = model(d.images).argmax(1) == d.labels
