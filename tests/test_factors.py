@@ -343,7 +343,9 @@ def shipped(pretrained):
 @pytest.mark.slow
 def test_shipped_vae_separates_x_and_y_position(shipped):
     vae = shipped
-    held = vm.data.make_sprites(4000, seed=vm.train.HELDOUT_SEED + 1)
+    # 1,000 sprites: measured |corr| 0.978 (x) and 0.981 (y), as on 4,000, and the next best
+    # latents 0.66 and 0.80, so the argmax is the same latent
+    held = vm.data.make_sprites(1000, seed=vm.train.HELDOUT_SEED + 1)
     with torch.no_grad():
         mu, _ = vae(held.images)
     corr = np.abs(vm.disentangle.factor_correlation(mu, held.factors))
@@ -352,12 +354,14 @@ def test_shipped_vae_separates_x_and_y_position(shipped):
     assert corr[x_dim, 3] >= 0.9 and corr[y_dim, 4] >= 0.9
 
 
-@pytest.mark.slow  # 2000 two-object scenes through the VAE, two joint maps of 500
+@pytest.mark.slow  # 1000 two-object scenes through the VAE, eight joint maps of 500
 def test_shipped_two_object_vae_matches_its_manifest(pretrained):
     entry = vm.models.read_manifest()["files"]["sprites2-vae.pt"]
     vae = pretrained("sprites2-vae")
     assert isinstance(vae, vm.vae.BroadcastVAE) and entry["architecture"] == "BroadcastVAE"
-    held = vm.data.make_sprites(2000, seed=vm.train.HELDOUT_SEED + 3, objects=2)
+    # 1,000 scenes (the maps use the first 500 either way): measured, as on 2,000, the same
+    # latents, every |corr| the manifest's to its three decimals, the pointing within 0.002
+    held = vm.data.make_sprites(1000, seed=vm.train.HELDOUT_SEED + 3, objects=2)
     measured = vm.train_vae.evaluate_objects(vae, held)
     # other scenes than the manifest's: the same latents, |corr| and pointing within sampling
     assert measured["object_latents"] == entry["object_latents"]
