@@ -51,7 +51,12 @@ __all__ = [
     "TRAINERS",
     "TRAIN_SEED",
     "HELDOUT_SEED",
+    "HELDOUT_N",
 ]
+
+HELDOUT_N = 2000
+"""How many held-out scenes (seed ``HELDOUT_SEED``) :func:`train_shapes_model` measures a
+classifier on: as many one-object scenes for the accuracy, two-object ones for the pairs."""
 
 # name -> how it is trained: training scenes (one-object, two-object), optimiser steps, batch
 # size, peak learning rate, the largest random sub-pixel shift of the augmentation (px), and the
@@ -333,8 +338,9 @@ def train_shapes_model(
     pairs with the softmax cross-entropy) with random sub-pixel shifts (:func:`fit`), in the
     channels-last memory layout (the same function, about 1.5x faster on a CPU), folds the batch
     norms away (:func:`fold_batchnorm`) and measures, on held-out scenes of seed
-    ``HELDOUT_SEED``: the accuracy on 2,000 one-object scenes, the rate at which both classes of
-    2,000 two-object scenes are the top two scores, and the accuracy after a half-pixel shift.
+    ``HELDOUT_SEED``: the accuracy on :data:`HELDOUT_N` (2,000) one-object scenes, the rate at
+    which both classes of as many two-object scenes are the top two scores, and the accuracy
+    after a half-pixel shift.
 
     Returns:
         ``(model, record)``: the eval-mode plain model and what the manifest records of it.
@@ -375,8 +381,8 @@ def train_shapes_model(
         if transformer
         else fold_batchnorm(cast(models.ShapesNet, net), name)
     )
-    heldout = data.make_shapes(2000, seed=HELDOUT_SEED)
-    pairs = data.make_shapes(2000, seed=HELDOUT_SEED, objects=2)
+    heldout = data.make_shapes(HELDOUT_N, seed=HELDOUT_SEED)
+    pairs = data.make_shapes(HELDOUT_N, seed=HELDOUT_SEED, objects=2)
     record = dict(
         model=name,
         seed=seed,
