@@ -253,7 +253,7 @@ def test_deletion_batches_baselines_and_model_left_alone():
 
 @pytest.mark.portable
 def test_blur_equals_torchvision_gaussian_blur():
-    # two passes of 1-D weights against torchvision's one 2-D kernel: the same sums in another
+    # a matrix on each side against torchvision's one 2-D kernel: the same sums in another
     # order, so compared in float64; a kernel cut to what the image allows included
     from torchvision.transforms.functional import gaussian_blur
 

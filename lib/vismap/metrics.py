@@ -129,16 +129,19 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
     if maps.shape != masks.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
     check_count(tolerance, "tolerance", minimum=0)
-    if tolerance > 0:
-        # grown by ``tolerance`` steps of 8-connectivity: a pixel is in the grown mask when a
-        # mask pixel lies in the (2 tolerance + 1)-square around it, which is a max-pool
-        # (nothing outside the image counts, as in scipy.ndimage.binary_dilation)
-        side = 2 * tolerance + 1
-        masks = F.max_pool2d(masks[:, None].float(), side, stride=1, padding=tolerance)[:, 0] > 0
+    n, h, w = maps.shape
     flat = maps.flatten(1)
     top, peak = flat.max(1)  # the first maximum of each map, as argmax
     constant = top == flat.amin(1)
-    return masks.flatten(1).to(maps.device).gather(1, peak[:, None])[:, 0] & ~constant
+    # the mask grown by ``tolerance`` steps of 8-connectivity contains the peak exactly when a
+    # mask pixel lies in the (2 tolerance + 1)-square around the peak: only that square is read
+    # (a row or column beyond the image is clamped onto the square's own edge pixels)
+    near = torch.arange(-tolerance, tolerance + 1, device=maps.device)
+    rows = ((peak // w)[:, None, None] + near[None, :, None]).clamp(0, h - 1)
+    cols = ((peak % w)[:, None, None] + near[None, None, :]).clamp(0, w - 1)
+    image = torch.arange(n, device=maps.device)[:, None, None]
+    hit = masks.to(maps.device)[image, rows, cols].flatten(1).any(1)
+    return hit & ~constant
 
 
 def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -285,25 +288,33 @@ outlines: shapes-cnn calls nearly every blurred image a circle (notebook 08)."""
 
 
 def blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """A Gaussian blur of the images ``x (n, C, H, W)``, per channel: the weights
+    """A Gaussian blur of the images ``x (n, C, H, W)``, per channel, with edges reflected:
+    torchvision's ``gaussian_blur`` with the kernel ``2 r + 1`` wide, ``r = ceil(3 sigma)`` (at
+    most ``min(H, W) - 1``).
 
-        ``g_k = exp(-k^2 / 2 sigma^2) / sum_j exp(-j^2 / 2 sigma^2)``,  ``k = -r .. r``,
-
-    ``r = ceil(3 sigma)`` (at most ``min(H, W) - 1``), along the rows, then along the columns
-    (a 2-D Gaussian is the product of two 1-D ones), edges reflected: torchvision's
-    ``gaussian_blur`` with its kernel ``2 r + 1`` wide, in two passes of ``2 r + 1`` weights
-    instead of one of ``(2 r + 1)^2``."""
+    A 2-D Gaussian is the product of two 1-D ones, so the blur is one matrix on each side,
+    ``blur(X) = B_H X B_W^T``, with ``B`` from :func:`_gaussian_matrix`."""
     check_input(x)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < math.inf:
         raise ValueError(f"sigma must be a positive number of pixels, got {sigma!r}")
-    r = min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1)  # reflect padding needs r < the size
-    k = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    h, w = x.shape[-2:]
+    r = min(math.ceil(3 * sigma), min(h, w) - 1)  # a reflection reaches r pixels back at most
+    return _gaussian_matrix(h, sigma, r, x) @ x @ _gaussian_matrix(w, sigma, r, x).T
+
+
+def _gaussian_matrix(size: int, sigma: float, r: int, like: torch.Tensor) -> torch.Tensor:
+    """The matrix ``B (size, size)`` of a 1-D Gaussian blur with reflected edges:
+    ``(B v)_i = sum_{k=-r..r} g_k v_{reflect(i + k)}``, ``g_k = exp(-k^2 / 2 sigma^2)`` over
+    their sum, where ``reflect`` mirrors an index at the first and the last sample without
+    repeating it (-1 -> 1, size -> size - 2); weights that land on one sample add up."""
+    k = torch.arange(-r, r + 1, dtype=like.dtype, device=like.device)
     g = torch.exp(-0.5 * (k / sigma) ** 2)
     g = g / g.sum()
-    c = x.shape[1]
-    padded = F.pad(x, (r, r, r, r), mode="reflect")
-    rows = F.conv2d(padded, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(rows, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    i = torch.arange(size, device=like.device)[:, None]
+    source = (i + torch.arange(-r, r + 1, device=like.device)).abs()  # mirrored at 0
+    source = torch.where(source > size - 1, 2 * (size - 1) - source, source)  # at size - 1
+    matrix = torch.zeros(size, size, dtype=like.dtype, device=like.device)
+    return matrix.index_put_((i.expand_as(source), source), g.expand_as(source), accumulate=True)
 
 
 def _baseline(baseline: float | str | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
